@@ -1,0 +1,6 @@
+"""ltpa_jax: Learn To Pay Attention (Jetley et al., ICLR 2018) in JAX/Flax."""
+
+from ltpa_jax.inference import attention_maps, descriptors, predict
+from ltpa_jax.models import create_model
+
+__all__ = ["attention_maps", "create_model", "descriptors", "predict"]

@@ -1,0 +1,150 @@
+"""Attention estimators of *Learn To Pay Attention* as pure functions of arrays.
+
+For one tap with local features l_i (i over the H*W positions, C channels) and the global
+feature g of the network:
+
+* compatibility scores c_i = <u, l_i + g> (`pc`) or <l_i, g> (`dp`);
+* attention a = softmax(c) over the H*W positions, or sigmoid(c) element-wise;
+* attended descriptor g_a = sum_i a_i l_i (softmax) or mean_i a_i l_i (sigmoid).
+
+`AttentionEstimator` holds the parameters (u, and the projection when the widths of l and g
+differ) and calls these functions.
+"""
+
+from typing import Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+COMPATIBILITIES = ("pc", "dp")
+NORMALIZATIONS = ("softmax", "sigmoid")
+PROJECTIONS = ("up", "down")
+
+
+def compatibility_pc(local: jax.Array, global_: jax.Array, u: jax.Array) -> jax.Array:
+    """Parametrised compatibility c_i = <u, l_i + g>.
+
+    Args:
+      local: local features l, [B, H, W, C].
+      global_: global feature g, [B, C].
+      u: learned weight vector, [C].
+
+    Returns:
+      Scores c, [B, H, W].
+    """
+    return jnp.einsum("bhwc,c->bhw", local + global_[:, None, None, :], u)
+
+
+def compatibility_dp(local: jax.Array, global_: jax.Array) -> jax.Array:
+    """Dot-product compatibility c_i = <l_i, g>.
+
+    Args:
+      local: local features l, [B, H, W, C].
+      global_: global feature g, [B, C].
+
+    Returns:
+      Scores c, [B, H, W].
+    """
+    return jnp.einsum("bhwc,bc->bhw", local, global_)
+
+
+def normalize_attention(scores: jax.Array, method: str) -> jax.Array:
+    """Normalises compatibility scores into an attention map.
+
+    Args:
+      scores: compatibility scores, [B, H, W].
+      method: "softmax" over the H*W positions of each map (each map sums to 1), or
+        "sigmoid", element-wise (values in (0, 1), maps need not sum to 1).
+
+    Returns:
+      Attention a, [B, H, W].
+    """
+    if method == "softmax":
+        b, h, w = scores.shape
+        return jax.nn.softmax(scores.reshape(b, h * w), axis=-1).reshape(b, h, w)
+    if method == "sigmoid":
+        return jax.nn.sigmoid(scores)
+    raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {method!r}.")
+
+
+def attend(local: jax.Array, attention: jax.Array, method: str) -> jax.Array:
+    """Attended descriptor g_a: the attention-weighted combination of the local features.
+
+    For softmax the weights sum to 1, so g_a = sum_i a_i l_i is a convex combination of the
+    l_i. Sigmoid weights do not sum to 1: their sum grows with H*W, so summing would make the
+    scale of g_a depend on the tap's resolution and on how many positions fire. The reference
+    implementation therefore takes the spatial *mean* of a_i l_i (global average pooling of the
+    re-weighted map), which keeps g_a on the scale of the features; we do the same.
+
+    Args:
+      local: local features l, [B, H, W, C].
+      attention: attention a from `normalize_attention`, [B, H, W].
+      method: "softmax" (weighted sum) or "sigmoid" (weighted mean).
+
+    Returns:
+      g_a, [B, C].
+    """
+    weighted = jnp.einsum("bhwc,bhw->bc", local, attention)
+    if method == "softmax":
+        return weighted
+    if method == "sigmoid":
+        return weighted / (local.shape[1] * local.shape[2])
+    raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {method!r}.")
+
+
+class AttentionEstimator(nn.Module):
+    """One LTPA attention estimator: scores a tap's local features against g.
+
+    When the widths of the local features (C_l) and of g (C_g) differ, `projection` says how
+    they are matched (spec section 2): "up" projects l to C_g with a 1x1 convolution without
+    bias (reference implementation; g_a is then computed over the projected features), "down"
+    maps g to C_l with a learned linear layer (paper and official code).
+
+    Attributes:
+      compatibility: "pc" (parametrised, learns u) or "dp" (dot product, no parameters).
+      normalization: "softmax" or "sigmoid".
+      projection: "up" or "down", used only when C_l != C_g.
+      dtype: computation dtype (e.g. jnp.bfloat16); parameters stay float32.
+    """
+
+    compatibility: Literal["pc", "dp"] = "pc"
+    normalization: Literal["softmax", "sigmoid"] = "softmax"
+    projection: Literal["up", "down"] = "up"
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, local: jax.Array, global_: jax.Array) -> dict[str, jax.Array]:
+        """Estimates attention for one tap.
+
+        Args:
+          local: local features, [B, H, W, C_l].
+          global_: global feature g, [B, C_g].
+
+        Returns:
+          A dict with "descriptor" g_a [B, C] (C = C_g for "up", C_l for "down"),
+          "scores" c [B, H, W] and "attention" a [B, H, W] (float32).
+        """
+        if self.compatibility not in COMPATIBILITIES:
+            raise ValueError(
+                f"compatibility must be one of {COMPATIBILITIES}, got {self.compatibility!r}."
+            )
+        if self.projection not in PROJECTIONS:
+            raise ValueError(f"projection must be one of {PROJECTIONS}, got {self.projection!r}.")
+        c_local, c_global = local.shape[-1], global_.shape[-1]
+        if c_local != c_global:
+            if self.projection == "up":
+                local = nn.Conv(
+                    c_global, (1, 1), use_bias=False, dtype=self.dtype, name="project_local"
+                )(local)
+            else:
+                global_ = nn.Dense(c_local, dtype=self.dtype, name="project_global")(global_)
+        if self.compatibility == "pc":
+            u = self.param("u", nn.initializers.lecun_normal(), (local.shape[-1], 1))[:, 0]
+            scores = compatibility_pc(local, global_, u.astype(local.dtype))
+        else:
+            scores = compatibility_dp(local, global_)
+        scores = scores.astype(jnp.float32)
+        attention = normalize_attention(scores, self.normalization)
+        descriptor = attend(local.astype(jnp.float32), attention, self.normalization)
+        return {"descriptor": descriptor, "scores": scores, "attention": attention}

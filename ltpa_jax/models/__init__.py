@@ -1,0 +1,69 @@
+"""Model registry: `create_model(config)` builds any network of the paper from a config."""
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from ltpa_jax.attention import COMPATIBILITIES, NORMALIZATIONS, PROJECTIONS
+from ltpa_jax.models.heads import HEADS, AttentionHead
+from ltpa_jax.models.vgg import TAP_NAMES, TAP_POSITIONS, VGGAtt
+
+
+def _vgg(m: ml_collections.ConfigDict, dtype: jnp.dtype) -> nn.Module:
+    if not 0 <= m.num_taps <= len(TAP_NAMES):
+        raise ValueError(
+            f"model.num_taps={m.num_taps} is not possible for the VGG backbone: use 0 (plain VGG), "
+            "1, 2 or 3 (att1-att3)."
+        )
+    _check_choice("model.tap_position", m.tap_position, TAP_POSITIONS)
+    return VGGAtt(
+        num_classes=m.num_classes,
+        width=m.width,
+        num_taps=m.num_taps,
+        compatibility=m.compatibility,
+        normalization=m.normalization,
+        tap_position=m.tap_position,
+        projection=m.projection,
+        head=m.head,
+        batch_norm=m.batch_norm,
+        dtype=dtype,
+    )
+
+
+BACKBONES: dict[str, Callable[[ml_collections.ConfigDict, jnp.dtype], nn.Module]] = {
+    "vgg": _vgg,
+}
+
+
+def _check_choice(field: str, value: object, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{field}={value!r} is not a valid choice; use one of {choices}.")
+
+
+def create_model(config: ml_collections.ConfigDict) -> nn.Module:
+    """Builds the network described by `config.model` (see configs/default.py).
+
+    Args:
+      config: an experiment config (with a `model` section and `half_precision`), or a model
+        section alone (then computation is float32).
+
+    Returns:
+      A Flax module `model(images [B, S, S, 3], train=bool) -> logits [B, num_classes]`.
+    """
+    m = config.model if "model" in config else config
+    half = config.get("half_precision", False) if "model" in config else False
+    _check_choice("model.backbone", m.backbone, tuple(BACKBONES))
+    _check_choice("model.compatibility", m.compatibility, COMPATIBILITIES)
+    _check_choice("model.normalization", m.normalization, NORMALIZATIONS)
+    _check_choice("model.projection", m.projection, PROJECTIONS)
+    _check_choice("model.head", m.head, HEADS)
+    if m.num_classes < 1:
+        raise ValueError(f"model.num_classes={m.num_classes} must be at least 1.")
+    if m.width <= 0:
+        raise ValueError(f"model.width={m.width} must be positive (1.0 = the paper's widths).")
+    return BACKBONES[m.backbone](m, jnp.bfloat16 if half else jnp.float32)
+
+
+__all__ = ["AttentionHead", "BACKBONES", "VGGAtt", "create_model"]

@@ -1,0 +1,79 @@
+"""Classifier heads: the plain global-feature classifier and the LTPA attention heads."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ltpa_jax.attention import AttentionEstimator
+
+HEADS = ("concat", "indep")
+
+# Xavier-uniform with gain sqrt(2), the reference implementation's init for convs and linears.
+kernel_init = nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")
+
+
+class AttentionHead(nn.Module):
+    """LTPA head: one attention estimator per tap, then a classifier on the descriptors g_a.
+
+    Attributes:
+      num_classes: classifier outputs.
+      head: "concat" (one linear classifier on the concatenated g_a) or "indep" (one linear
+        classifier per g_a; their log-softmax outputs are averaged, so the result is a valid
+        log-probability up to a constant and can be used as logits).
+      compatibility, normalization, projection: passed to each `AttentionEstimator`.
+      dtype: computation dtype.
+    """
+
+    num_classes: int
+    head: str = "concat"
+    compatibility: str = "pc"
+    normalization: str = "softmax"
+    projection: str = "up"
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, taps: dict[str, jax.Array], global_: jax.Array
+    ) -> tuple[jax.Array, dict[str, dict[str, jax.Array]]]:
+        """Applies the head.
+
+        Args:
+          taps: tap name -> local features [B, H_t, W_t, C_t], in network order.
+          global_: global feature g, [B, C_g].
+
+        Returns:
+          logits [B, num_classes] (float32) and, per tap, the estimator's outputs
+          ("descriptor" [B, C], "scores" [B, H_t, W_t], "attention" [B, H_t, W_t]).
+        """
+        if self.head not in HEADS:
+            raise ValueError(f"model.head must be one of {HEADS}, got {self.head!r}.")
+        outputs = {
+            name: AttentionEstimator(
+                compatibility=self.compatibility,
+                normalization=self.normalization,
+                projection=self.projection,
+                dtype=self.dtype,
+                name=f"estimator_{name}",
+            )(local, global_)
+            for name, local in taps.items()
+        }
+        descriptors = [out["descriptor"].astype(self.dtype) for out in outputs.values()]
+        if self.head == "concat":
+            logits = classifier(self.num_classes, self.dtype, "classifier")(
+                jnp.concatenate(descriptors, axis=-1)
+            )
+            return logits.astype(jnp.float32), outputs
+        log_probs = [
+            jax.nn.log_softmax(
+                classifier(self.num_classes, self.dtype, f"classifier_{name}")(d).astype(
+                    jnp.float32
+                )
+            )
+            for name, d in zip(taps, descriptors, strict=True)
+        ]
+        return jnp.mean(jnp.stack(log_probs), axis=0), outputs
+
+
+def classifier(num_classes: int, dtype: jnp.dtype, name: str) -> nn.Dense:
+    """The linear classifier layer used by every head."""
+    return nn.Dense(num_classes, dtype=dtype, kernel_init=kernel_init, name=name)

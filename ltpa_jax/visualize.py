@@ -1,0 +1,282 @@
+"""Attention maps shown to people: overlays and per-image grids.
+
+Follows the reference practice (spec section 8): each map, already upsampled to the input
+resolution, is min-max scaled per image, coloured with the jet colormap and blended as
+``0.6 * image + 0.4 * colored_map``. A map that is (nearly) flat, as the first tap's map often
+is, is reported as such in the grid rather than hidden.
+
+Only matplotlib's object API with the Agg canvas is used (no pyplot global state), so these
+functions are safe to call from training loops, tests and headless machines.
+
+Example:
+    >>> maps = {"att2": att2_upsampled, "att3": att3_upsampled}  # each [B, H, W]
+    >>> save_attention_grid("/tmp/vis.png", images, maps, labels, predictions, class_names)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+IMAGE_WEIGHT = 0.6
+"""Weight of the image in the overlay (reference practice)."""
+MAP_WEIGHT = 0.4
+"""Weight of the coloured map in the overlay (reference practice)."""
+FLAT_TOLERANCE = 1e-6
+"""A map with ``max - min`` below this is reported as flat."""
+COLORMAP = "jet"
+
+_CELL_INCHES = 1.7
+_DPI = 100
+_WRONG_COLOR = "#d62728"
+_RIGHT_COLOR = "black"
+_FLAT_COLOR = "#ffd54f"
+_TITLE_CHARS = 30
+"""Image titles longer than this (about a cell's width at fontsize 7) wrap onto two lines."""
+
+
+def normalize_map(attention_map: np.ndarray) -> np.ndarray:
+    """Min-max scales one attention map to [0, 1].
+
+    Args:
+        attention_map: float array of any shape, e.g. ``[H, W]``.
+
+    Returns:
+        float32 array of the same shape in [0, 1]; all zeros when the map is flat
+        (``max - min < FLAT_TOLERANCE``) or not finite, never NaN.
+    """
+    m = np.asarray(attention_map, dtype=np.float64)
+    lo, hi = np.nanmin(m), np.nanmax(m)
+    span = hi - lo
+    if not np.isfinite(span) or span < FLAT_TOLERANCE:
+        return np.zeros(m.shape, dtype=np.float32)
+    return np.nan_to_num((m - lo) / span).astype(np.float32)
+
+
+def is_flat(attention_map: np.ndarray) -> bool:
+    """Whether a map is (nearly) constant: ``max - min < FLAT_TOLERANCE``."""
+    m = np.asarray(attention_map, dtype=np.float64)
+    return bool(np.ptp(m) < FLAT_TOLERANCE)
+
+
+def overlay(image: np.ndarray, attention_map: np.ndarray) -> np.ndarray:
+    """Blends a jet-coloured attention map over an image.
+
+    Args:
+        image: float ``[H, W, 3]`` in [0, 1] (values outside are clipped).
+        attention_map: float ``[H, W]``, already at the image resolution; any range, it is
+            min-max scaled per image (a constant map becomes all zeros, i.e. dark blue).
+
+    Returns:
+        float32 RGB ``[H, W, 3]`` in [0, 1]: ``0.6 * image + 0.4 * jet(scaled_map)``.
+
+    Raises:
+        ValueError: if ``image`` is not ``[H, W, 3]`` or the map is not ``[H, W]``.
+    """
+    image = np.asarray(image)
+    attention_map = np.asarray(attention_map)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"image must be [H, W, 3] (RGB in [0, 1]), got shape {image.shape}.")
+    if attention_map.shape != image.shape[:2]:
+        raise ValueError(
+            f"attention_map must be [H, W] = {list(image.shape[:2])} to match the image "
+            f"(upsample it to the input size first), got shape {list(attention_map.shape)}."
+        )
+    colored = matplotlib.colormaps[COLORMAP](normalize_map(attention_map))[..., :3]
+    rgb = np.clip(image.astype(np.float32), 0.0, 1.0)
+    blended = IMAGE_WEIGHT * rgb + MAP_WEIGHT * colored.astype(np.float32)
+    return np.clip(blended, 0.0, 1.0).astype(np.float32)
+
+
+def _class_name(index: int, class_names: Sequence[str] | None) -> str:
+    """Name of class ``index`` (the index itself when no names are given)."""
+    if class_names is None:
+        return str(index)
+    if not 0 <= index < len(class_names):
+        raise ValueError(
+            f"class index {index} is out of range for class_names of length {len(class_names)}."
+        )
+    return str(class_names[index])
+
+
+def _validate(
+    images: np.ndarray,
+    maps: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    predictions: np.ndarray,
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Converts the grid inputs to NumPy and checks their shapes agree.
+
+    Returns:
+        ``(images [B, H, W, 3], maps {name: [B, H, W]}, labels [B], predictions [B])``.
+
+    Raises:
+        ValueError: naming the expected shape of whichever input does not match.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be [B, H, W, 3] in [0, 1], got shape {list(images.shape)}.")
+    b, h, w, _ = images.shape
+    if not isinstance(maps, Mapping):
+        raise ValueError(
+            f"maps must be a dict of tap name -> [B, H, W] array, got {type(maps).__name__}."
+        )
+    np_maps = {}
+    for name, m in maps.items():
+        m = np.asarray(m)
+        if m.shape != (b, h, w):
+            raise ValueError(
+                f"map {name!r} must be [B, H, W] = {[b, h, w]} to match images "
+                f"{list(images.shape)} (upsample maps to the input size first), "
+                f"got shape {list(m.shape)}."
+            )
+        np_maps[str(name)] = m
+    out = []
+    for what, arr in (("labels", labels), ("predictions", predictions)):
+        arr = np.asarray(arr)
+        if arr.shape != (b,):
+            raise ValueError(
+                f"{what} must be integer [B] = [{b}] to match images {list(images.shape)}, "
+                f"got shape {list(arr.shape)}."
+            )
+        out.append(arr.astype(np.int64))
+    return images, np_maps, out[0], out[1]
+
+
+def _image_title(true_name: str, pred_name: str) -> str:
+    """``"true: X / pred: Y"``, wrapped after the slash when too long for one cell."""
+    title = f"true: {true_name} / pred: {pred_name}"
+    if len(title) > _TITLE_CHARS:
+        title = f"true: {true_name} /\npred: {pred_name}"
+    return title
+
+
+def _map_note(raw_map: np.ndarray) -> tuple[str, str]:
+    """Small caption for one map cell: its raw peak, flagged when the map is flat."""
+    peak = float(np.max(raw_map))
+    if is_flat(raw_map):
+        return f"flat map, value {peak:.3g}", _FLAT_COLOR
+    return f"peak {peak:.3g}", "white"
+
+
+def attention_grid(
+    images: np.ndarray,
+    maps: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    predictions: np.ndarray,
+    class_names: Sequence[str] | None = None,
+    *,
+    max_images: int = 16,
+) -> Figure:
+    """Draws images and their attention overlays, one row per image.
+
+    Column 0 shows the image titled ``"true: X / pred: Y"`` (red when the prediction is
+    wrong); then one column per tap, in the order of ``maps``, with the overlay, the tap name
+    as column title and a caption with the map's raw peak value, or a "flat map" note when
+    ``max - min < FLAT_TOLERANCE`` (such maps are shown, not hidden).
+
+    Args:
+        images: float ``[B, H, W, 3]`` in [0, 1].
+        maps: tap name (e.g. ``"att1"``) -> float ``[B, H, W]`` at the image resolution.
+            May be empty (a model without attention): the grid then shows only the images.
+        labels: int ``[B]`` true classes.
+        predictions: int ``[B]`` predicted classes.
+        class_names: optional names indexed by class; indices are shown when omitted.
+        max_images: at most this many rows (the first ``max_images`` images).
+
+    Returns:
+        A matplotlib ``Figure`` on an Agg canvas (no pyplot state involved).
+
+    Raises:
+        ValueError: if shapes disagree (message gives the expected shapes), a class index is
+            outside ``class_names``, or ``max_images < 1``.
+    """
+    if max_images < 1:
+        raise ValueError(f"max_images must be >= 1, got {max_images}.")
+    images, maps, labels, predictions = _validate(images, maps, labels, predictions)
+    n = min(images.shape[0], max_images)
+    if n == 0:
+        raise ValueError("images must hold at least one image, got an empty batch [0, H, W, 3].")
+    names = list(maps)
+    ncols = 1 + len(names)
+    height, width = images.shape[1:3]
+    cell_h = _CELL_INCHES * height / max(height, width)
+    cell_w = _CELL_INCHES * width / max(height, width)
+
+    fig = Figure(figsize=(cell_w * ncols, (cell_h + 0.3) * n), dpi=_DPI, layout="compressed")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(n, ncols, squeeze=False)
+    for i in range(n):
+        image = np.clip(images[i].astype(np.float32), 0.0, 1.0)
+        true_name = _class_name(int(labels[i]), class_names)
+        pred_name = _class_name(int(predictions[i]), class_names)
+        ax = axes[i, 0]
+        ax.imshow(image)
+        color = _RIGHT_COLOR if labels[i] == predictions[i] else _WRONG_COLOR
+        ax.set_title(_image_title(true_name, pred_name), fontsize=7, color=color)
+        for j, name in enumerate(names, start=1):
+            raw = maps[name][i]
+            ax = axes[i, j]
+            ax.imshow(overlay(image, raw))
+            ax.set_title(name, fontsize=8, fontweight="bold")
+            note, note_color = _map_note(raw)
+            ax.text(
+                0.03,
+                0.03,
+                note,
+                transform=ax.transAxes,
+                fontsize=6,
+                color=note_color,
+                va="bottom",
+                ha="left",
+                bbox={"facecolor": "black", "alpha": 0.55, "pad": 1.5, "linewidth": 0},
+            )
+    for ax in axes.flat:
+        ax.set_axis_off()
+    return fig
+
+
+def save_attention_grid(
+    path: str | os.PathLike[str],
+    images: np.ndarray,
+    maps: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    predictions: np.ndarray,
+    class_names: Sequence[str] | None = None,
+    *,
+    max_images: int = 16,
+) -> str:
+    """Writes :func:`attention_grid` as a PNG, creating the parent directory.
+
+    Args:
+        path: where to write the PNG.
+        images: float ``[B, H, W, 3]`` in [0, 1].
+        maps: tap name -> float ``[B, H, W]`` at the image resolution (may be empty).
+        labels: int ``[B]`` true classes.
+        predictions: int ``[B]`` predicted classes.
+        class_names: optional names indexed by class.
+        max_images: at most this many rows.
+
+    Returns:
+        The path written, as a string.
+
+    Raises:
+        ValueError: as :func:`attention_grid`.
+    """
+    fig = attention_grid(
+        images, maps, labels, predictions, class_names, max_images=max_images
+    )
+    path = os.fspath(path)
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    try:
+        fig.savefig(path, format="png", dpi=_DPI)
+    finally:
+        fig.clear()
+    return path
