@@ -28,6 +28,7 @@ def get_model_config() -> ml_collections.ConfigDict:
         "concat"  # "concat": one classifier on all g_a; "indep": one per g_a, log-probs averaged.
     )
     m.batch_norm = True  # Batch norm after every conv (the paper's networks use it).
+    m.conv_impl = "auto"  # "xla", "matmul" (im2col, fast on CPU) or "auto" (matmul on CPU only).
     return m
 
 
@@ -57,6 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.batch_size = 128  # Global batch size, split over all devices.
     c.eval_batch_size = 256  # Global evaluation batch size.
     c.num_epochs = 300  # Length of training in epochs of the training split.
+    c.num_train_steps = -1  # If > 0, train this many steps instead (for smoke tests and demos).
     c.learning_rate = 0.1  # Initial learning rate.
     c.lr_decay_factor = 0.5  # Multiply the learning rate by this at each decay.
     c.lr_decay_every_epochs = 25  # Decay every n epochs (used when lr_decay_at_epochs is empty).

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ltpa_jax.attention import COMPATIBILITIES, NORMALIZATIONS, PROJECTIONS
+from ltpa_jax.models.conv import CONV_IMPLS
 from ltpa_jax.models.heads import HEADS, AttentionHead
 from ltpa_jax.models.vgg import TAP_NAMES, TAP_POSITIONS, VGGAtt
 
@@ -28,6 +29,7 @@ def _vgg(m: ml_collections.ConfigDict, dtype: jnp.dtype) -> nn.Module:
         projection=m.projection,
         head=m.head,
         batch_norm=m.batch_norm,
+        conv_impl=m.conv_impl,
         dtype=dtype,
     )
 
@@ -59,6 +61,7 @@ def create_model(config: ml_collections.ConfigDict) -> nn.Module:
     _check_choice("model.normalization", m.normalization, NORMALIZATIONS)
     _check_choice("model.projection", m.projection, PROJECTIONS)
     _check_choice("model.head", m.head, HEADS)
+    _check_choice("model.conv_impl", m.conv_impl, CONV_IMPLS)
     if m.num_classes < 1:
         raise ValueError(f"model.num_classes={m.num_classes} must be at least 1.")
     if m.width <= 0:

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ltpa_jax.models.conv import select_conv
 from ltpa_jax.models.heads import AttentionHead, classifier, kernel_init
 
 # (output channels of each conv, tap name at the end of the stage or None), per stage.
@@ -37,6 +38,7 @@ class ConvBNReLU(nn.Module):
     features: int
     batch_norm: bool = True
     dtype: jnp.dtype = jnp.float32
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -67,6 +69,7 @@ class VGGAtt(nn.Module):
       projection: "up" or "down", how att1 (256 channels) is matched to g (512).
       head: "concat" or "indep".
       batch_norm: batch norm after each conv.
+      conv_impl: "auto", "xla" or "matmul" (see models/conv.py); parameters are the same.
       dtype: computation dtype (parameters are float32).
     """
 
@@ -79,6 +82,7 @@ class VGGAtt(nn.Module):
     projection: str = "up"
     head: str = "concat"
     batch_norm: bool = True
+    conv_impl: str = "auto"
     dtype: jnp.dtype = jnp.float32
 
     @property
@@ -106,7 +110,11 @@ class VGGAtt(nn.Module):
             for c in channels:
                 conv_index += 1
                 x = ConvBNReLU(
-                    scaled(c, self.width), self.batch_norm, self.dtype, name=f"conv{conv_index}"
+                    scaled(c, self.width),
+                    self.batch_norm,
+                    self.dtype,
+                    self.conv_impl,
+                    name=f"conv{conv_index}",
                 )(x, train)
             if tap is None:
                 continue
@@ -117,7 +125,11 @@ class VGGAtt(nn.Module):
         for _ in range(2):
             conv_index += 1
             x = ConvBNReLU(
-                scaled(512, self.width), self.batch_norm, self.dtype, name=f"conv{conv_index}"
+                scaled(512, self.width),
+                self.batch_norm,
+                self.dtype,
+                self.conv_impl,
+                name=f"conv{conv_index}",
             )(x, train)
             x = max_pool(x)
         g = nn.Conv(
@@ -126,6 +138,7 @@ class VGGAtt(nn.Module):
             padding="VALID",
             dtype=self.dtype,
             kernel_init=kernel_init,
+            conv_general_dilated=select_conv(self.conv_impl),
             name="global_feature",
         )(x)
         g = g.reshape(g.shape[0], -1)
