@@ -1,6 +1,7 @@
 """CIFAR-100, (VGG-att2)-concat-pc: attention at L2 and L3 only. Official runs: 23.17% error.
 
-ltpa-train --config=configs/cifar100_vgg_att2_concat_pc.py --workdir=/tmp/ltpa/cifar100_vgg_att2_concat_pc
+    ltpa-train --config=configs/cifar100_vgg_att2_concat_pc.py \\
+        --workdir=/tmp/ltpa/cifar100_vgg_att2_concat_pc
 """
 
 from configs import default

@@ -1,6 +1,7 @@
 """CIFAR-100, (VGG-att3)-concat-dp: dot-product compatibility <l, g>, no parameters u.
 
-ltpa-train --config=configs/cifar100_vgg_att3_concat_dp.py --workdir=/tmp/ltpa/cifar100_vgg_att3_concat_dp
+    ltpa-train --config=configs/cifar100_vgg_att3_concat_dp.py \\
+        --workdir=/tmp/ltpa/cifar100_vgg_att3_concat_dp
 """
 
 from configs import default

@@ -2,7 +2,8 @@
 
 Paper: 22.97% top-1 error; official runs 22.98%; reference 22.62% (spec section 7).
 
-    ltpa-train --config=configs/cifar100_vgg_att3_concat_pc.py --workdir=/tmp/ltpa/cifar100_vgg_att3_concat_pc
+    ltpa-train --config=configs/cifar100_vgg_att3_concat_pc.py \\
+        --workdir=/tmp/ltpa/cifar100_vgg_att3_concat_pc
 """
 
 from configs import default

@@ -1,6 +1,7 @@
 """CIFAR-100, (VGG-att3)-concat-pc with taps after max-pooling (reference: 22.92% error).
 
-ltpa-train --config=configs/cifar100_vgg_att3_concat_pc_after.py --workdir=/tmp/ltpa/cifar100_vgg_att3_concat_pc_after
+    ltpa-train --config=configs/cifar100_vgg_att3_concat_pc_after.py \\
+        --workdir=/tmp/ltpa/cifar100_vgg_att3_concat_pc_after
 """
 
 from configs import default

@@ -1,6 +1,7 @@
 """CIFAR-100, (VGG-att3)-concat-pc with sigmoid normalisation (reference option).
 
-ltpa-train --config=configs/cifar100_vgg_att3_concat_pc_sigmoid.py --workdir=/tmp/ltpa/cifar100_vgg_att3_concat_pc_sigmoid
+    ltpa-train --config=configs/cifar100_vgg_att3_concat_pc_sigmoid.py \\
+        --workdir=/tmp/ltpa/cifar100_vgg_att3_concat_pc_sigmoid
 """
 
 from configs import default

@@ -1,6 +1,7 @@
 """CIFAR-100, (VGG-att3)-indep-pc: one classifier per attended descriptor, log-probs averaged.
 
-ltpa-train --config=configs/cifar100_vgg_att3_indep_pc.py --workdir=/tmp/ltpa/cifar100_vgg_att3_indep_pc
+    ltpa-train --config=configs/cifar100_vgg_att3_indep_pc.py \\
+        --workdir=/tmp/ltpa/cifar100_vgg_att3_indep_pc
 """
 
 from configs import default

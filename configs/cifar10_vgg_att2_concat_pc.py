@@ -1,6 +1,7 @@
 """CIFAR-10, (VGG-att2)-concat-pc. Official runs: 5.42% error.
 
-ltpa-train --config=configs/cifar10_vgg_att2_concat_pc.py --workdir=/tmp/ltpa/cifar10_vgg_att2_concat_pc
+    ltpa-train --config=configs/cifar10_vgg_att2_concat_pc.py \\
+        --workdir=/tmp/ltpa/cifar10_vgg_att2_concat_pc
 """
 
 from configs import default

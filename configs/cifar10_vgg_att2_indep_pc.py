@@ -1,6 +1,7 @@
 """CIFAR-10, (VGG-att2)-indep-pc.
 
-ltpa-train --config=configs/cifar10_vgg_att2_indep_pc.py --workdir=/tmp/ltpa/cifar10_vgg_att2_indep_pc
+    ltpa-train --config=configs/cifar10_vgg_att2_indep_pc.py \\
+        --workdir=/tmp/ltpa/cifar10_vgg_att2_indep_pc
 """
 
 from configs import default

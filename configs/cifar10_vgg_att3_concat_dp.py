@@ -1,6 +1,7 @@
 """CIFAR-10, (VGG-att3)-concat-dp.
 
-ltpa-train --config=configs/cifar10_vgg_att3_concat_dp.py --workdir=/tmp/ltpa/cifar10_vgg_att3_concat_dp
+    ltpa-train --config=configs/cifar10_vgg_att3_concat_dp.py \\
+        --workdir=/tmp/ltpa/cifar10_vgg_att3_concat_dp
 """
 
 from configs import default

@@ -1,6 +1,7 @@
 """CIFAR-10, (VGG-att3)-concat-pc. Official runs: 6.45% error.
 
-ltpa-train --config=configs/cifar10_vgg_att3_concat_pc.py --workdir=/tmp/ltpa/cifar10_vgg_att3_concat_pc
+    ltpa-train --config=configs/cifar10_vgg_att3_concat_pc.py \\
+        --workdir=/tmp/ltpa/cifar10_vgg_att3_concat_pc
 """
 
 from configs import default

@@ -7,8 +7,6 @@ Official runs: 26.79% error. Set the CIFAR-100 run to start from (its classifier
 
 The global feature layer (a 7x7 convolution at 224x224) has no counterpart at 32x32 and is
 initialised anew, as are the classifier layers. CUB must be prepared first (README, 'CUB').
-
-    ltpa-train --config=configs/cub_vgg_att3_concat_pc.py --workdir=/tmp/ltpa/cub_vgg_att3_concat_pc
 """
 
 from configs import default

@@ -1,6 +1,6 @@
 """Offline demo: VGG-att3-concat-pc on cluttered digits (no download), minutes on a laptop CPU.
 
-    ltpa-train --config=configs/demo.py --workdir=/tmp/ltpa/demo
+ltpa-train --config=configs/demo.py --workdir=/tmp/ltpa/demo
 """
 
 from configs import default

@@ -1,6 +1,6 @@
 """Tiny config for tests: a 1/16-width VGG-att3 on CIFAR-10 (TFDS mock data in the tests).
 
-    ltpa-train --config=configs/smoke.py --workdir=/tmp/ltpa/smoke --config.dataset=cluttered_digits
+ltpa-train --config=configs/smoke.py --workdir=/tmp/ltpa/smoke --config.dataset=cluttered_digits
 """
 
 from configs import default

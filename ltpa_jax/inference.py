@@ -4,6 +4,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+# Collections the model sows into. `model.init` returns them too; passed back to `apply` they
+# would make `sow` append to the init-time values, so they are dropped from `variables`.
+_SOWN_COLLECTIONS = ("attention", "descriptors")
+
+
+def _model_variables(variables: dict) -> dict:
+    """`variables` without the sown collections (params, batch_stats, ... only)."""
+    return {k: v for k, v in variables.items() if k not in _SOWN_COLLECTIONS}
+
 
 def _check_images(images: jax.Array) -> None:
     """Raises a ValueError unless images is a float [B, S, S, 3] batch."""
@@ -62,7 +71,7 @@ def attention_maps(
       model without attention.
     """
     _check_images(images)
-    _, state = model.apply(variables, images, train=False, mutable=["attention"])
+    _, state = model.apply(_model_variables(variables), images, train=False, mutable=["attention"])
     maps = {name: value[0] for name, value in state.get("attention", {}).items()}
     if upsample:
         b, s = images.shape[0], images.shape[1]
@@ -80,5 +89,7 @@ def descriptors(model: nn.Module, variables: dict, images: jax.Array) -> dict[st
       name -> [B, C] float32.
     """
     _check_images(images)
-    _, state = model.apply(variables, images, train=False, mutable=["descriptors"])
+    _, state = model.apply(
+        _model_variables(variables), images, train=False, mutable=["descriptors"]
+    )
     return {name: value[0] for name, value in state["descriptors"].items()}

@@ -80,10 +80,11 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: i
     boundaries = {e * steps_per_epoch: config.lr_decay_factor for e in epochs}
     schedule = optax.piecewise_constant_schedule(config.learning_rate, boundaries)
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
-    if warmup_steps > 0:
-        warmup = optax.linear_schedule(0.0, config.learning_rate, warmup_steps)
-        schedule = optax.join_schedules([warmup, schedule], [warmup_steps])
-    return schedule
+    if warmup_steps <= 0:
+        return schedule
+    warmup = optax.linear_schedule(0.0, config.learning_rate, warmup_steps)
+    # Decays stay at absolute epoch boundaries (optax.join_schedules would shift them).
+    return lambda step: jnp.where(step < warmup_steps, warmup(step), schedule(step))
 
 
 def create_optimizer(config: ml_collections.ConfigDict, schedule) -> optax.GradientTransformation:
@@ -149,9 +150,12 @@ def eval_step(state: TrainState, batch: dict) -> EvalMetrics:
     )
 
 
-def create_mesh() -> jax.sharding.Mesh:
-    """A 1-D mesh named "data" over all devices of all hosts."""
-    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+def create_mesh(devices=None) -> jax.sharding.Mesh:
+    """A 1-D mesh named "data" over `devices` (default: all devices of all hosts)."""
+    devices = jax.devices() if devices is None else devices
+    return jax.sharding.Mesh(
+        np.asarray(devices), ("data",), axis_types=(jax.sharding.AxisType.Auto,)
+    )
 
 
 def compile_steps(mesh: jax.sharding.Mesh, schedule):
@@ -341,11 +345,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                         _say(f"[{step}/{total_steps}] attention maps: {path}")
             checkpointing.save(manager, step, state, force=step == total_steps)
             if preempted.raised:
-                checkpointing.save(manager, step, state, force=True)
+                if manager.latest_step() != step:
+                    checkpointing.save(manager, step, state, force=True)
                 manager.wait_until_finished()
-                _say(
-                    f"SIGTERM: saved the checkpoint at step {step}; rerun the command to resume."
-                )
+                _say(f"SIGTERM: saved the checkpoint at step {step}; rerun the command to resume.")
                 writer.flush()
                 sys.exit(143)
     manager.wait_until_finished()

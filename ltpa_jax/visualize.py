@@ -268,9 +268,7 @@ def save_attention_grid(
     Raises:
         ValueError: as :func:`attention_grid`.
     """
-    fig = attention_grid(
-        images, maps, labels, predictions, class_names, max_images=max_images
-    )
+    fig = attention_grid(images, maps, labels, predictions, class_names, max_images=max_images)
     path = os.fspath(path)
     parent = os.path.dirname(path)
     if parent:

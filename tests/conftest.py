@@ -1,0 +1,18 @@
+"""Shared test setup.
+
+* Every test runs with 8 forced CPU devices, so that each sharding path is exercised; the
+  flag must be set before JAX initialises its backend, hence here.
+* The repo root is importable so that `configs` resolves.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+
+ROOT = str(Path(__file__).resolve().parents[1])
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
