@@ -1,16 +1,19 @@
 """Offline demo: VGG-att3-concat-pc on cluttered digits (no download), minutes on a laptop CPU.
 
-ltpa-train --config=configs/demo.py --workdir=/tmp/ltpa/demo
+    ltpa-train --config=configs/demo.py --workdir=/tmp/ltpa/demo
+
+32x32 canvases with one 10-14 px digit among fragments of other digits, a 1/8-width VGG-att3
+(0.3 M parameters), 3 epochs of 6,000 images with the learning rate divided by 5 for the last.
 """
 
 from configs import default
 
 
 def get_config():
-    """Returns the demo config: a narrow VGG-att3 on 64x64 cluttered digits."""
+    """Returns the demo config: a narrow VGG-att3 on 32x32 cluttered digits."""
     c = default.get_config()
     c.dataset = "cluttered_digits"
-    c.image_size = 64
+    c.image_size = 32
     c.model.num_classes = 10
     c.model.width = 1 / 8
     c.num_digits_train = 6_000
@@ -18,12 +21,13 @@ def get_config():
     c.shuffle_buffer = 6_000
     c.batch_size = 64
     c.eval_batch_size = 200
-    c.num_epochs = 4
-    c.learning_rate = 0.05
-    c.lr_decay_every_epochs = 2
-    c.warmup_epochs = 0.25
+    c.num_epochs = 3
+    c.learning_rate = 0.1
+    c.warmup_epochs = 0.2
+    c.lr_decay_at_epochs = (2,)
+    c.lr_decay_factor = 0.2
     c.log_every_steps = 10
-    c.eval_every_steps = 200
+    c.eval_every_steps = 100
     c.checkpoint_every_steps = 50
-    c.num_picture_images = 12
+    c.num_picture_images = 8
     return c

@@ -1,7 +1,7 @@
 """Cluttered digits: an offline attention benchmark made from scikit-learn's handwritten digits.
 
 Each example is a black `image_size` x `image_size` canvas holding one target digit (an 8x8
-scikit-learn digit enlarged to 20-28 px with bilinear interpolation, at a random position) and a
+scikit-learn digit enlarged to 20-28 px (on 64 px canvases; scaled on smaller ones) with bilinear interpolation, at a random position) and a
 few distractor fragments: 6-10 px crops cut around the ink of *other* digits, enlarged the same
 way, placed at random outside the target and sometimes dimmer. The label is the target's class;
 the fragments are too small to read as digits, so the task stays unambiguous, but a classifier
@@ -27,9 +27,10 @@ NUM_CLASSES = 10
 SPLITS = ("train", "test")
 
 SOURCE_SIZE = 8  # Side of a scikit-learn digit, in pixels.
+# Sizes on canvases of 64 px or more; smaller canvases scale them by image_size / 64.
 MIN_DIGIT_SIZE = 20  # Smallest side of the enlarged target digit, in pixels.
 MAX_DIGIT_SIZE = 28  # Largest side of the enlarged target digit, in pixels.
-MIN_IMAGE_SIZE = MAX_DIGIT_SIZE + 4  # The canvas must leave room around the largest target.
+MIN_IMAGE_SIZE = 32  # Smallest canvas (digits 10-14 px there).
 MIN_FRAGMENT_SIZE = 6  # Smallest side of a distractor fragment, in pixels.
 MAX_FRAGMENT_SIZE = 10  # Largest side of a distractor fragment, in pixels.
 FRAGMENTS_PER_64X64 = 8  # Most fragments on a 64x64 canvas; scales with the canvas area.
@@ -78,6 +79,14 @@ def source_indices(split: str) -> np.ndarray:
     return np.sort(chosen)
 
 
+def sizes(image_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(min, max) side of target digits and of fragments on a canvas of `image_size` px."""
+    scale = min(1.0, image_size / 64)
+    digit = (round(MIN_DIGIT_SIZE * scale), round(MAX_DIGIT_SIZE * scale))
+    fragment = (max(2, round(MIN_FRAGMENT_SIZE * scale)), round(MAX_FRAGMENT_SIZE * scale))
+    return digit, fragment
+
+
 def num_fragments(image_size: int) -> int:
     """Largest number of distractor fragments on a canvas (each example has half to all)."""
     return max(2, int(round(FRAGMENTS_PER_64X64 * (image_size / 64) ** 2)))
@@ -112,19 +121,20 @@ def make_split(
         raise ValueError(f"num_examples={num_examples} must be >= 0.")
     if image_size < MIN_IMAGE_SIZE:
         raise ValueError(
-            f"image_size={image_size} is too small for cluttered digits: the target digit is "
-            f"up to {MAX_DIGIT_SIZE} px wide and needs some room around it. Use image_size >= "
-            f"{MIN_IMAGE_SIZE} (64 is the usual choice; a multiple of 32 for the models)."
+            f"image_size={image_size} is too small for cluttered digits: the target digit "
+            f"needs room around it. Use image_size >= {MIN_IMAGE_SIZE} (a multiple of 32 for "
+            "the models; 32 and 64 are the usual choices)."
         )
     images, labels = _source_digits()
     pool = source_indices(split)
     rng = np.random.default_rng([seed, SPLITS.index(split)])
     n, s = num_examples, image_size
+    digit_sizes, fragment_sizes = sizes(s)
 
     # Target: which digit, how large, where.
     target_pos = rng.integers(0, len(pool), n)
     target_src = pool[target_pos]
-    size = rng.integers(MIN_DIGIT_SIZE, MAX_DIGIT_SIZE + 1, n)
+    size = rng.integers(digit_sizes[0], digit_sizes[1] + 1, n)
     top = rng.integers(0, s - size + 1)
     left = rng.integers(0, s - size + 1)
     target_gain = rng.uniform(0.9, 1.0, n).astype(np.float32)
@@ -133,8 +143,8 @@ def make_split(
     k = num_fragments(s)
     active = np.arange(k)[None, :] < rng.integers(k // 2, k + 1, n)[:, None]
     frag_src = pool[(target_pos[:, None] + rng.integers(1, len(pool), (n, k))) % len(pool)]
-    frag_digit = rng.integers(MIN_DIGIT_SIZE, MAX_DIGIT_SIZE + 1, (n, k))
-    frag = rng.integers(MIN_FRAGMENT_SIZE, MAX_FRAGMENT_SIZE + 1, (n, k))
+    frag_digit = rng.integers(digit_sizes[0], digit_sizes[1] + 1, (n, k))
+    frag = rng.integers(fragment_sizes[0], fragment_sizes[1] + 1, (n, k))
     crop_y, crop_x = _crops_around_ink(images[frag_src], frag_digit, frag, rng)
     frag_y, frag_x, clear = _place_outside(top, left, size, frag, s, rng)
     active &= clear
