@@ -3,7 +3,8 @@
     ltpa-train --config=configs/demo.py --workdir=/tmp/ltpa/demo
 
 32x32 canvases with one 10-14 px digit among fragments of other digits, a 1/8-width VGG-att3
-(0.3 M parameters), 3 epochs of 6,000 images with the learning rate divided by 5 for the last.
+(0.3 M parameters), one epoch of 18,000 images with the learning rate divided by 5 for its
+last 30%.
 """
 
 from configs import default
@@ -16,15 +17,15 @@ def get_config():
     c.image_size = 32
     c.model.num_classes = 10
     c.model.width = 1 / 8
-    c.num_digits_train = 6_000
+    c.num_digits_train = 18_000
     c.num_digits_test = 1_000
-    c.shuffle_buffer = 6_000
+    c.shuffle_buffer = 18_000
     c.batch_size = 64
     c.eval_batch_size = 200
-    c.num_epochs = 3
+    c.num_epochs = 1
     c.learning_rate = 0.1
-    c.warmup_epochs = 0.2
-    c.lr_decay_at_epochs = (2,)
+    c.warmup_epochs = 0.05
+    c.lr_decay_at_epochs = (0.7,)
     c.lr_decay_factor = 0.2
     c.log_every_steps = 10
     c.eval_every_steps = 100

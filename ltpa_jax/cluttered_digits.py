@@ -1,12 +1,12 @@
 """Cluttered digits: an offline attention benchmark made from scikit-learn's handwritten digits.
 
 Each example is a black `image_size` x `image_size` canvas holding one target digit (an 8x8
-scikit-learn digit enlarged to 20-28 px (on 64 px canvases; scaled on smaller ones) with bilinear interpolation, at a random position) and a
+scikit-learn digit enlarged with bilinear interpolation to 20-28 px, at a random position) and a
 few distractor fragments: 6-10 px crops cut around the ink of *other* digits, enlarged the same
-way, placed at random outside the target and sometimes dimmer. The label is the target's class;
-the fragments are too small to read as digits, so the task stays unambiguous, but a classifier
-has to find the target among them, which is what attention is for. A little Gaussian noise is
-added on top.
+way, placed at random outside the target and sometimes dimmer. Canvases smaller than 64 px scale
+these sizes by image_size / 64. The label is the target's class; the fragments are too small to
+read as digits, so the task stays unambiguous, but a classifier has to find the target among
+them, which is what attention is for. A little Gaussian noise is added on top.
 
 Everything is plain NumPy and deterministic by seed. The train and test splits draw their target
 and fragment digits from disjoint subsets of the 1797 source images (a fixed 80/20 partition that

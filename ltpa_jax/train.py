@@ -70,14 +70,14 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: i
     happen exactly at epoch boundaries (the reference's scheduler decays one epoch early).
     """
     if config.lr_decay_at_epochs:
-        epochs = sorted(int(e) for e in config.lr_decay_at_epochs)
+        epochs = sorted(float(e) for e in config.lr_decay_at_epochs)
     elif config.lr_decay_every_epochs > 0:
         epochs = list(
             range(config.lr_decay_every_epochs, config.num_epochs, config.lr_decay_every_epochs)
         )
     else:
         epochs = []
-    boundaries = {e * steps_per_epoch: config.lr_decay_factor for e in epochs}
+    boundaries = {round(e * steps_per_epoch): config.lr_decay_factor for e in epochs}
     schedule = optax.piecewise_constant_schedule(config.learning_rate, boundaries)
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
     if warmup_steps <= 0:
@@ -231,6 +231,8 @@ def evaluate(config, state, eval_fn, data_sharding) -> dict[str, float]:
 
 def draw_attention(config, model, state, workdir: str, step: int) -> str | None:
     """Saves the attention maps of the first test images as a PNG grid; returns its path."""
+    if config.num_picture_images <= 0:
+        return None
     batch = next(iter(input_pipeline.eval_batches(config, "test")))
     n = min(config.num_picture_images, int(batch["mask"].sum()))
     if n == 0:

@@ -32,6 +32,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     for field in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
         if config[field] <= 0:
             raise ValueError(f"config.{field}={config[field]} must be a positive number of steps.")
+    if config.half_precision and jax.default_backend() == "cpu":
+        raise ValueError(
+            "config.half_precision=True is for GPUs and TPUs: on the CPU, XLA (jax 0.12) "
+            "computed NaN logits for the jitted bfloat16 forward pass in eval mode, and bfloat16 "
+            "is no faster there. Use --config.half_precision=False on CPU."
+        )
     if config.keep_checkpoints < 1:
         raise ValueError(f"config.keep_checkpoints={config.keep_checkpoints} must be at least 1.")
     if config.num_train_steps <= 0 and config.num_epochs <= 0:

@@ -136,7 +136,9 @@ def test_smoke_config_trains_on_mock_tfds_on_8_devices(tmp_path):
 def trained_digits(tmp_path_factory):
     """A tiny run on cluttered digits (in-process), shared by the resume/transfer tests."""
     workdir = str(tmp_path_factory.mktemp("digits"))
-    config = smoke_config(dataset="cluttered_digits", num_train_steps=4, eval_every_steps=4)
+    config = smoke_config(
+        dataset="cluttered_digits", num_train_steps=4, eval_every_steps=4, num_picture_images=0
+    )
     train.train_and_evaluate(config, workdir)
     return workdir, config
 
@@ -144,7 +146,9 @@ def trained_digits(tmp_path_factory):
 @pytest.mark.slow
 def test_rerun_resumes_from_latest_checkpoint(trained_digits, capsys):
     workdir, config = trained_digits
-    config = smoke_config(dataset="cluttered_digits", num_train_steps=6, eval_every_steps=6)
+    config = smoke_config(
+        dataset="cluttered_digits", num_train_steps=6, eval_every_steps=6, num_picture_images=0
+    )
     train.train_and_evaluate(config, workdir)
     assert "Resuming from the checkpoint at step 4" in capsys.readouterr().out
     assert checkpointing.load_variables(workdir)["step"] == 6
@@ -154,7 +158,11 @@ def test_rerun_resumes_from_latest_checkpoint(trained_digits, capsys):
 def test_init_from_loads_matching_layers_and_reports_new_ones(trained_digits, tmp_path, capsys):
     source, _ = trained_digits
     config = smoke_config(
-        dataset="cluttered_digits", num_train_steps=1, eval_every_steps=1, init_from=source
+        dataset="cluttered_digits",
+        num_train_steps=1,
+        eval_every_steps=1,
+        init_from=source,
+        num_picture_images=0,
     )
     config.model.num_taps = 2  # att1's estimator and the classifier's shape change.
     train.train_and_evaluate(config, str(tmp_path))
@@ -189,6 +197,7 @@ def test_init_from_without_checkpoint_says_what_to_give(tmp_path):
         ({"model.compatibility": "cosine"}, "compatibility"),
         ({"log_every_steps": 0}, "log_every_steps"),
         ({"lr_decay_factor": 2.0}, "lr_decay_factor"),
+        ({"half_precision": True}, "half_precision=True is for GPUs and TPUs"),
     ],
 )
 def test_impossible_config_values_fail_with_the_field_name(overrides, message):
@@ -235,6 +244,7 @@ def _digits_cli_args(steps: int) -> list[str]:
         "--config.checkpoint_every_steps=2",
         "--config.log_every_steps=2",
         "--config.keep_checkpoints=10",
+        "--config.num_picture_images=0",
     ]
 
 
