@@ -17,23 +17,34 @@ config_flags.DEFINE_config_file(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def maybe_initialize_distributed() -> None:
-    """Joins a multi-host runtime when one is detected (TPU pod slice, SLURM, or explicit).
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for a multi-process run set up by hand."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes of a run set up by hand.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (0-based).")
 
-    Must run before any other JAX call. Detection: JAX_COORDINATOR_ADDRESS (explicit), more
-    than one TPU worker in TPU_WORKER_HOSTNAMES, or SLURM with several tasks.
+
+def maybe_initialize_distributed() -> None:
+    """Joins a multi-process runtime when there is one; must run before any other JAX call.
+
+    Explicit: --coordinator_address, --num_processes and --process_id (on CPUs, collectives go
+    through gloo). Detected: a TPU pod slice (several TPU_WORKER_HOSTNAMES) or SLURM with
+    several tasks, where `jax.distributed.initialize()` finds the rest itself.
     """
     import jax
 
-    tpu_workers = os.environ.get("TPU_WORKER_HOSTNAMES", "")
-    multi = (
-        "JAX_COORDINATOR_ADDRESS" in os.environ
-        or len([h for h in tpu_workers.split(",") if h]) > 1
-        or int(os.environ.get("SLURM_NTASKS", "1")) > 1
-    )
-    if multi:
-        jax.distributed.initialize()
-        logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+    if _NUM_PROCESSES.value and _NUM_PROCESSES.value > 1:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            _COORDINATOR.value, num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value
+        )
+    else:
+        tpu_workers = [h for h in os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
+        if len(tpu_workers) > 1 or int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+            jax.distributed.initialize()
+        else:
+            return
+    logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
 
 
 def main(argv: list[str]) -> None:

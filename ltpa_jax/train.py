@@ -237,7 +237,8 @@ def draw_attention(config, model, state, workdir: str, step: int) -> str | None:
     n = min(config.num_picture_images, int(batch["mask"].sum()))
     if n == 0:
         return None
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    # Replicated arrays to host memory: the picture is one process's local computation.
+    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     images = jnp.asarray(batch["image"][:n])
     maps, logits = _maps_and_logits(model, variables, images)
     path = os.path.join(workdir, "pictures", f"attention_step{step:07d}.png")
