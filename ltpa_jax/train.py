@@ -316,6 +316,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     )
 
     eval_metrics: dict[str, float] = {}
+    if start_step >= total_steps:  # A finished run, started again: report, do not retrain.
+        _say(f"Already trained for {start_step} of {total_steps} steps; evaluating only.")
+        eval_metrics = evaluate(config, state, p_eval_step, data_sharding)
     train_metrics = None
     t0 = time.time()
     batches = input_pipeline.train_batches(config, start_step=start_step)

@@ -155,6 +155,22 @@ def test_rerun_resumes_from_latest_checkpoint(trained_digits, capsys):
 
 
 @pytest.mark.slow
+def test_rerun_of_a_finished_run_only_evaluates(trained_digits, capsys):
+    workdir, _ = trained_digits
+    steps = checkpointing.load_variables(workdir)["step"]
+    config = smoke_config(
+        dataset="cluttered_digits",
+        num_train_steps=steps,
+        eval_every_steps=steps,
+        num_picture_images=0,
+    )
+    final = train.train_and_evaluate(config, workdir)
+    assert "evaluating only" in capsys.readouterr().out
+    assert np.isfinite(final["loss"])
+    assert checkpointing.load_variables(workdir)["step"] == steps
+
+
+@pytest.mark.slow
 def test_init_from_loads_matching_layers_and_reports_new_ones(trained_digits, tmp_path, capsys):
     source, _ = trained_digits
     config = smoke_config(
