@@ -14,7 +14,8 @@ import ml_collections
 def get_model_config() -> ml_collections.ConfigDict:
     """The model section, shared by every config."""
     m = ml_collections.ConfigDict()
-    m.backbone = "vgg"  # Backbone network; "vgg" is the paper's VGG for 32x32 inputs.
+    m.backbone = "vgg"  # "vgg": the paper's VGG; "resnet": pre-activation ResNet (RN-att2).
+    m.depth = 164  # resnet only: 9n + 2 layers, n bottlenecks per stage (164 = ResNet-164).
     m.num_classes = 100  # Classifier outputs; must equal the dataset's number of classes.
     m.width = 1.0  # Channel multiplier (1.0 = the paper's widths); < 1 for fast tests and demos.
     m.num_taps = 3  # Attention taps: 0 = plain VGG, 1/2/3 = att1/att2/att3 (the last n of L1-L3).
@@ -47,6 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
         True  # Training augmentation: crop with padding + flip (CIFAR), resize-crop-flip (CUB).
     )
     c.crop_padding = 4  # Pixels of padding before the random crop (32x32 datasets).
+    c.crop_padding_mode = "constant"  # Crop padding: "constant" (zeros) or "reflect".
     c.shuffle_buffer = 50_000  # tf.data shuffle buffer (examples).
     c.num_digits_train = 10_000  # cluttered_digits only: training images generated.
     c.num_digits_test = 2_000  # cluttered_digits only: test images generated.
@@ -62,7 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.learning_rate = 0.1  # Initial learning rate.
     c.lr_decay_factor = 0.5  # Multiply the learning rate by this at each decay.
     c.lr_decay_every_epochs = 25  # Decay every n epochs (used when lr_decay_at_epochs is empty).
-    c.lr_decay_at_epochs = ()  # Explicit decay epochs, e.g. (60, 120, 160); overrides the above.
+    c.lr_decay_at_epochs = ()  # Decay epochs (may be fractional), e.g. (60, 120, 160); overrides.
     c.warmup_epochs = 0.0  # Linear warm-up from 0 over this many epochs.
     c.momentum = 0.9  # SGD momentum.
     c.nesterov = False  # Nesterov momentum.
@@ -75,6 +77,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval_every_steps = 2_000  # Evaluate on the test split every n steps (and at the end).
     c.checkpoint_every_steps = 2_000  # Save a checkpoint every n steps (and at the end).
     c.keep_checkpoints = 3  # Keep the last n checkpoints.
-    c.num_picture_images = 16  # Test images in the attention-map picture of each evaluation.
+    c.num_picture_images = 16  # Test images in the attention picture of each evaluation (0: none).
     c.init_from = ""  # Workdir or checkpoint dir of another run to initialise parameters from.
     return c

@@ -47,6 +47,7 @@ Batch = dict[str, np.ndarray]
 
 CLUTTERED_DIGITS_SEED = 0  # The generated dataset is fixed; `config.seed` orders and augments.
 CUB_RESIZE_RATIO = 8 / 7  # CUB training: resize to round(S * 8/7), then random crop S.
+CROP_PADDING_MODES = {"constant": "CONSTANT", "reflect": "REFLECT"}  # config -> tf.pad mode.
 
 
 def _hide_gpus_from_tf() -> None:
@@ -260,12 +261,17 @@ def check_dataset(config: ml_collections.ConfigDict) -> None:
 
     Raises:
         ValueError: Unknown dataset, `model.num_classes` different from the dataset's classes,
-            or `image_size` not a positive multiple of 32.
+            `image_size` not a positive multiple of 32, or an unknown `crop_padding_mode`.
         DatasetNotFoundError: A TFDS dataset is not prepared in `config.data_dir`; the message
             names the directory searched and the command that prepares it.
     """
     info = get_dataset_info(config.dataset)
     _check_image_size(config.image_size)
+    if config.crop_padding_mode not in CROP_PADDING_MODES:
+        raise ValueError(
+            f"config.crop_padding_mode={config.crop_padding_mode!r} is not valid; use one of "
+            f"{tuple(CROP_PADDING_MODES)}."
+        )
     if config.model.num_classes != info.num_classes:
         raise ValueError(
             f"config.model.num_classes={config.model.num_classes} but dataset {info.name!r} has "
@@ -486,7 +492,8 @@ def _train_augment(
         crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
         if info.augmentation == "pad_crop":
             pad = config.crop_padding
-            image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+            mode = CROP_PADDING_MODES[config.crop_padding_mode]
+            image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode=mode)
         image = tf.image.stateless_random_crop(image, (size, size, 3), seed=crop_key)
         if info.flip:
             image = tf.image.stateless_random_flip_left_right(image, seed=flip_key)

@@ -248,7 +248,7 @@ def test_half_precision_eval_logits_are_finite_under_jit():
 @pytest.mark.parametrize(
     "field, value",
     [
-        ("backbone", "resnet"),
+        ("backbone", "alexnet"),
         ("num_taps", 4),
         ("num_taps", -1),
         ("compatibility", "xx"),

@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import ml_collections
 
 from ltpa_jax.attention import COMPATIBILITIES, NORMALIZATIONS, PROJECTIONS
+from ltpa_jax.models import resnet
 from ltpa_jax.models.conv import CONV_IMPLS
 from ltpa_jax.models.heads import HEADS, AttentionHead
+from ltpa_jax.models.resnet import PreActResNetAtt
 from ltpa_jax.models.vgg import TAP_NAMES, TAP_POSITIONS, VGGAtt
 
 
@@ -34,8 +36,42 @@ def _vgg(m: ml_collections.ConfigDict, dtype: jnp.dtype) -> nn.Module:
     )
 
 
+def _resnet(m: ml_collections.ConfigDict, dtype: jnp.dtype) -> nn.Module:
+    resnet.blocks_per_stage(m.depth)  # Raises for a depth that is not 9n + 2.
+    if not 0 <= m.num_taps <= len(resnet.TAP_NAMES):
+        raise ValueError(
+            f"model.num_taps={m.num_taps} is not possible for model.backbone='resnet': use 0 "
+            "(plain ResNet), 1 (att2: end of stage 3) or 2 (RN-att2: att1 = end of stage 2, "
+            "att2 = end of stage 3)."
+        )
+    if m.tap_position not in resnet.TAP_POSITIONS:
+        raise ValueError(
+            f"model.tap_position={m.tap_position!r} does not exist for model.backbone='resnet' "
+            "(no max-pool follows its taps); use one of "
+            f"{resnet.TAP_POSITIONS}."
+        )
+    if not m.batch_norm:
+        raise ValueError(
+            "model.batch_norm=False is not possible for model.backbone='resnet' (batch norm is "
+            "part of every pre-activation block); use model.batch_norm=True."
+        )
+    return PreActResNetAtt(
+        num_classes=m.num_classes,
+        depth=m.depth,
+        width=m.width,
+        num_taps=m.num_taps,
+        compatibility=m.compatibility,
+        normalization=m.normalization,
+        projection=m.projection,
+        head=m.head,
+        conv_impl=m.conv_impl,
+        dtype=dtype,
+    )
+
+
 BACKBONES: dict[str, Callable[[ml_collections.ConfigDict, jnp.dtype], nn.Module]] = {
     "vgg": _vgg,
+    "resnet": _resnet,
 }
 
 
@@ -69,4 +105,4 @@ def create_model(config: ml_collections.ConfigDict) -> nn.Module:
     return BACKBONES[m.backbone](m, jnp.bfloat16 if half else jnp.float32)
 
 
-__all__ = ["AttentionHead", "BACKBONES", "VGGAtt", "create_model"]
+__all__ = ["AttentionHead", "BACKBONES", "PreActResNetAtt", "VGGAtt", "create_model"]

@@ -43,7 +43,14 @@ class ConvBNReLU(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         """[B, H, W, C_in] -> [B, H, W, features]."""
-        x = nn.Conv(self.features, (3, 3), padding=1, dtype=self.dtype, kernel_init=kernel_init)(x)
+        x = nn.Conv(
+            self.features,
+            (3, 3),
+            padding=1,
+            dtype=self.dtype,
+            kernel_init=kernel_init,
+            conv_general_dilated=select_conv(self.conv_impl),
+        )(x)
         if self.batch_norm:
             x = nn.BatchNorm(
                 use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype

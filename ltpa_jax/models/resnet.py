@@ -1,0 +1,238 @@
+"""Pre-activation bottleneck ResNet for CIFAR-size inputs, plain or with LTPA attention (RN-att2).
+
+The network of `ltpa-spec.md` section 5 (the official code's second backbone):
+
+* a 3x3 stem convolution to 16 channels, then three stages of n = (depth - 2) / 9 bottleneck
+  blocks each (depth 164: n = 18), bottleneck widths 16/32/64 expanded x4 to 64/128/256 output
+  channels, at 32x32, 16x16 and 8x8 for a 32x32 input;
+* each block is pre-activation (He et al. 2016): BN-ReLU-conv1x1, BN-ReLU-conv3x3,
+  BN-ReLU-conv1x1 (x4), added to the shortcut; the shortcut is the identity, or a 1x1
+  convolution of the pre-activated input where the shape changes (first block of each stage).
+  The first block of stages 2 and 3 has stride 2, on its 3x3 convolution and its shortcut;
+* convolutions have no bias (a batch norm follows each one, or the residual sum does).
+
+Plain ResNet (`num_taps=0`): final BN-ReLU, global average pooling, linear classifier.
+
+RN-att2 (`num_taps=2`): the local features are the outputs of stage 2 (128 channels, 16x16,
+tap "att1") and stage 3 (256 channels, 8x8, tap "att2"), each after a BN-ReLU (the residual
+stream of a pre-activation network is unnormalised; classifying convex combinations of it
+directly made training at lr 0.1 collapse to chance on the digits demo). `num_taps=1` keeps
+the stage-3 tap "att2" only (the last n taps, as for the VGG). The global feature g is a branch
+on the activated stage-3 output: 2x2 max-pool, 3x3 conv-BN-ReLU 256, max-pool over the
+remaining map (4x4 at 32x32 input), Linear(256, 256). With `projection="down"` (paper, official
+code) the first estimator maps g down to 128 channels. The classifier is the shared
+`AttentionHead`: "concat" is Linear(128 + 256, classes) on the attended descriptors.
+
+Differences from the official code, kept on purpose:
+* no dropout (the official g branch has 0.4 and 0.5, its classifier 0.3): the training loop has
+  no dropout randomness;
+* the descriptors go to the classifier as they are (the official code passes each through
+  BN-ReLU first; `AttentionHead`, shared with the VGG, classifies g_a as the reference does);
+  the BN-ReLU sits on the tapped features instead;
+* convolutions have no bias, the g branch's included (a batch norm follows it).
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ltpa_jax.models.conv import select_conv
+from ltpa_jax.models.heads import AttentionHead, classifier, kernel_init
+from ltpa_jax.models.vgg import scaled
+
+STAGE_WIDTHS = (16, 32, 64)  # Bottleneck widths; block outputs are EXPANSION times wider.
+EXPANSION = 4
+STEM_WIDTH = 16
+GLOBAL_WIDTH = 256  # Width of g (spec section 5).
+TAP_NAMES = ("att1", "att2")  # End of stage 2 and end of stage 3.
+TAP_POSITIONS = ("before",)  # No max-pool follows a ResNet tap: only "before" exists.
+
+
+def blocks_per_stage(depth: int) -> int:
+    """n for depth = 9n + 2 (three stages of n bottlenecks of 3 layers, plus stem and classifier).
+
+    Raises:
+        ValueError: for a depth not of that form, naming valid ones.
+    """
+    if not isinstance(depth, int) or depth < 11 or (depth - 2) % 9:
+        raise ValueError(
+            f"model.depth={depth!r} is not a bottleneck ResNet depth: use 9n + 2 with n >= 1 "
+            "bottleneck blocks per stage, e.g. 11, 20, 29, 56, 110 or 164 (the paper's)."
+        )
+    return (depth - 2) // 9
+
+
+def _batch_norm(train: bool, dtype: jnp.dtype, name: str | None = None) -> nn.BatchNorm:
+    return nn.BatchNorm(
+        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name
+    )
+
+
+class PreActBottleneck(nn.Module):
+    """Pre-activation bottleneck block, [B, H, W, C_in] -> [B, H/stride, W/stride, 4 * width].
+
+    Attributes:
+      width: bottleneck width (the block outputs `EXPANSION * width` channels).
+      stride: 1, or 2 to halve the resolution (on the 3x3 convolution and the shortcut).
+      conv_impl: "auto", "xla" or "matmul" (see models/conv.py).
+      dtype: computation dtype.
+    """
+
+    width: int
+    stride: int = 1
+    conv_impl: str = "auto"
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        """Applies the block to x [B, H, W, C_in]."""
+        conv = select_conv(self.conv_impl)
+        out_channels = EXPANSION * self.width
+
+        def conv_layer(features: int, kernel: int, stride: int, name: str) -> nn.Conv:
+            return nn.Conv(
+                features,
+                (kernel, kernel),
+                strides=stride,
+                padding=kernel // 2,
+                use_bias=False,
+                dtype=self.dtype,
+                kernel_init=kernel_init,
+                conv_general_dilated=conv,
+                name=name,
+            )
+
+        preact = nn.relu(_batch_norm(train, self.dtype, "bn1")(x))
+        if self.stride != 1 or x.shape[-1] != out_channels:
+            shortcut = conv_layer(out_channels, 1, self.stride, "shortcut")(preact)
+        else:
+            shortcut = x
+        y = conv_layer(self.width, 1, 1, "conv1")(preact)
+        y = nn.relu(_batch_norm(train, self.dtype, "bn2")(y))
+        y = conv_layer(self.width, 3, self.stride, "conv2")(y)
+        y = nn.relu(_batch_norm(train, self.dtype, "bn3")(y))
+        y = conv_layer(out_channels, 1, 1, "conv3")(y)
+        return y + shortcut
+
+
+class PreActResNetAtt(nn.Module):
+    """Pre-activation bottleneck ResNet with 0-2 LTPA attention taps (0 = plain ResNet).
+
+    Attributes:
+      num_classes: classifier outputs.
+      depth: 9n + 2 layers, n bottleneck blocks per stage (164 = the paper's ResNet-164).
+      width: channel multiplier (1.0 = widths 16/32/64, x4 = 64/128/256).
+      num_taps: 0 (plain: BN-ReLU, global average pooling, linear), 1 ("att2", stage 3) or 2
+        ("att1" stage 2 and "att2" stage 3: RN-att2).
+      compatibility: "pc" or "dp".
+      normalization: "softmax" or "sigmoid".
+      projection: "down" (paper: g mapped to the stage-2 width for "att1") or "up" (the
+        stage-2 features projected up to the width of g).
+      head: "concat" or "indep".
+      conv_impl: "auto", "xla" or "matmul" (see models/conv.py); parameters are the same.
+      dtype: computation dtype (parameters are float32).
+    """
+
+    num_classes: int
+    depth: int = 164
+    width: float = 1.0
+    num_taps: int = 2
+    compatibility: str = "pc"
+    normalization: str = "softmax"
+    projection: str = "down"
+    head: str = "concat"
+    conv_impl: str = "auto"
+    dtype: jnp.dtype = jnp.float32
+
+    @property
+    def tap_names(self) -> tuple[str, ...]:
+        """Names of the attention taps this network has, in network order."""
+        return TAP_NAMES[len(TAP_NAMES) - self.num_taps :] if self.num_taps else ()
+
+    @nn.compact
+    def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
+        """Classifies images; attention maps are sown into the "attention" collection.
+
+        Args:
+          images: [B, S, S, 3], S a multiple of 4 (32 for CIFAR).
+          train: batch norm in training mode (batch statistics, updates running averages).
+
+        Returns:
+          logits, [B, num_classes] float32. With `mutable=["attention"]`, the collection
+          "attention" holds each tap's normalised map [B, H_t, W_t] under its tap name, and
+          "descriptors" holds g under "global" (the pooled features for the plain ResNet) and
+          each tap's g_a under its name.
+        """
+        conv = select_conv(self.conv_impl)
+        n = blocks_per_stage(self.depth)
+        x = nn.Conv(
+            scaled(STEM_WIDTH, self.width),
+            (3, 3),
+            padding=1,
+            use_bias=False,
+            dtype=self.dtype,
+            kernel_init=kernel_init,
+            conv_general_dilated=conv,
+            name="stem",
+        )(images.astype(self.dtype))
+        taps = {}
+        for stage, stage_width in enumerate(STAGE_WIDTHS):
+            for block in range(n):
+                x = PreActBottleneck(
+                    scaled(stage_width, self.width),
+                    stride=2 if stage > 0 and block == 0 else 1,
+                    conv_impl=self.conv_impl,
+                    dtype=self.dtype,
+                    name=f"stage{stage + 1}_block{block + 1}",
+                )(x, train)
+            if stage == 1 and "att1" in self.tap_names:
+                # The stage-2 output, activated (BN-ReLU, as the next block sees it).
+                taps["att1"] = nn.relu(_batch_norm(train, self.dtype, "att1_bn")(x))
+        if not self.tap_names:
+            x = nn.relu(_batch_norm(train, self.dtype, "final_bn")(x))
+            pooled = jnp.mean(x, axis=(1, 2))
+            self.sow("descriptors", "global", pooled.astype(jnp.float32))
+            return classifier(self.num_classes, self.dtype, "classifier")(pooled).astype(
+                jnp.float32
+            )
+
+        # The stage-3 output, activated: the local features of "att2" and the input of g.
+        x = nn.relu(_batch_norm(train, self.dtype, "final_bn")(x))
+        taps["att2"] = x
+        g = self._global_feature(x, train)
+        self.sow("descriptors", "global", g.astype(jnp.float32))
+        logits, outputs = AttentionHead(
+            num_classes=self.num_classes,
+            head=self.head,
+            compatibility=self.compatibility,
+            normalization=self.normalization,
+            projection=self.projection,
+            dtype=self.dtype,
+            name="head",
+        )(taps, g)
+        for name, out in outputs.items():
+            self.sow("attention", name, out["attention"])
+            self.sow("descriptors", name, out["descriptor"])
+        return logits
+
+    def _global_feature(self, x: jax.Array, train: bool) -> jax.Array:
+        """g from the activated stage-3 output [B, H, W, C]: [B, 256 * width] (spec section 5)."""
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = nn.Conv(
+            scaled(GLOBAL_WIDTH, self.width),
+            (3, 3),
+            padding=1,
+            use_bias=False,
+            dtype=self.dtype,
+            kernel_init=kernel_init,
+            conv_general_dilated=select_conv(self.conv_impl),
+            name="global_conv",
+        )(x)
+        x = nn.relu(_batch_norm(train, self.dtype, "global_bn")(x))
+        x = jnp.max(x, axis=(1, 2))  # The max-pool 4 of the spec at 32x32 input (4x4 -> 1x1).
+        return nn.Dense(
+            scaled(GLOBAL_WIDTH, self.width),
+            dtype=self.dtype,
+            kernel_init=kernel_init,
+            name="global_feature",
+        )(x)
