@@ -249,11 +249,32 @@ def _not_prepared_message(
 
 
 def _tfds_builder(info: DatasetInfo, config: ml_collections.ConfigDict) -> Any:
-    """The TFDS builder of a dataset; raises `DatasetNotFoundError` if it is not prepared."""
+    """The TFDS builder of a dataset, prepared from `config.manual_dir` if it holds the files.
+
+    Raises:
+        DatasetNotFoundError: the dataset is not prepared and cannot be prepared offline.
+    """
     builder = tfds.builder(info.tfds_name, data_dir=_data_dir(config))
-    if not _tfds_is_mocked() and not builder.is_prepared():
-        raise DatasetNotFoundError(_not_prepared_message(info, config, str(builder.data_dir)))
-    return builder
+    if _tfds_is_mocked() or builder.is_prepared():
+        return builder
+    if info.manual_files and config.manual_dir:
+        missing = [
+            name
+            for name in info.manual_files
+            if not tf.io.gfile.exists(f"{config.manual_dir.rstrip('/')}/{name}")
+        ]
+        if missing:
+            raise DatasetNotFoundError(
+                f"config.manual_dir={config.manual_dir!r} lacks {', '.join(missing)}: put "
+                f"{' and '.join(info.manual_files)} there to prepare {info.tfds_name} offline.\n"
+                + _not_prepared_message(info, config, str(builder.data_dir))
+            )
+        print(f"Preparing {info.tfds_name} from {config.manual_dir} into {builder.data_dir}...")
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=config.manual_dir)
+        )
+        return builder
+    raise DatasetNotFoundError(_not_prepared_message(info, config, str(builder.data_dir)))
 
 
 def check_dataset(config: ml_collections.ConfigDict) -> None:

@@ -136,6 +136,19 @@ def test_unprepared_tfds_dataset_fails_fast_with_the_fix(dataset, tmp_path):
         assert "manual_dir" in message
 
 
+def test_cub_manual_dir_without_its_files_names_the_missing_ones(tmp_path):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    (manual / "CUB_200_2011.tgz").write_bytes(b"")
+    config = make_config(
+        "caltech_birds2011", data_dir=str(tmp_path / "data"), manual_dir=str(manual)
+    )
+    start = time.perf_counter()
+    with pytest.raises(input_pipeline.DatasetNotFoundError, match=r"lacks segmentations\.tgz"):
+        input_pipeline.check_dataset(config)
+    assert time.perf_counter() - start < 10
+
+
 def test_cluttered_digits_are_always_available():
     input_pipeline.check_dataset(make_config("cluttered_digits", data_dir="/nonexistent"))
 
