@@ -17,6 +17,9 @@ def get_config():
     c.image_size = 32
     c.model.num_classes = 10
     c.model.width = 1 / 8
+    # At this width XLA's convolution beats the matmul one on 2 cores: the whole demo took
+    # 4m44s against 5m56s, back to back on one machine; "matmul" wins at full width.
+    c.model.conv_impl = "xla"
     c.num_digits_train = 18_000
     c.num_digits_test = 1_000
     c.shuffle_buffer = 18_000
