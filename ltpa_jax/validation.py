@@ -32,11 +32,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     for field in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
         if config[field] <= 0:
             raise ValueError(f"config.{field}={config[field]} must be a positive number of steps.")
-    if config.half_precision and jax.default_backend() == "cpu":
+    if config.half_precision and jax.default_backend() == "cpu" and config.model.conv_impl == "xla":
         raise ValueError(
-            "config.half_precision=True is for GPUs and TPUs: on the CPU, XLA (jax 0.12) "
-            "computed NaN logits for the jitted bfloat16 forward pass in eval mode, and bfloat16 "
-            "is no faster there. Use --config.half_precision=False on CPU."
+            "config.half_precision=True with config.model.conv_impl='xla' on the CPU: XLA "
+            "(jax 0.12) computed NaN logits for this network's jitted bfloat16 eval pass with its "
+            "own convolution. Use --config.model.conv_impl=matmul (or auto), or float32."
         )
     if config.keep_checkpoints < 1:
         raise ValueError(f"config.keep_checkpoints={config.keep_checkpoints} must be at least 1.")

@@ -25,7 +25,8 @@ def free_port() -> int:
 @pytest.mark.slow
 def test_two_processes_train_evaluate_and_checkpoint_as_one_run(tmp_path):
     workdir = tmp_path / "run"
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    flags = "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0"
+    env = dict(os.environ, XLA_FLAGS=flags)
     args = [
         sys.executable,
         "-m",

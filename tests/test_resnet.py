@@ -304,3 +304,17 @@ def test_small_resnet_config_trains_on_cluttered_digits_on_8_devices(tmp_path):
     assert all(np.isfinite(v) for v in losses.values())
     assert losses[8] < losses[2], losses  # 64 examples, 2 passes: it starts to fit them.
     assert list((tmp_path / "pictures").glob("attention_step*.png"))
+
+
+@pytest.mark.slow
+def test_cifar100_rn_att2_config_starts_training_on_mock_cifar100(tmp_path):
+    import tensorflow_datasets as tfds
+
+    config = cifar100_rn_att2.get_config()  # The real recipe, shrunk only in size and length.
+    config.model.depth, config.model.width = DEPTH, WIDTH
+    config.batch_size, config.eval_batch_size, config.shuffle_buffer = 16, 16, 64
+    config.num_train_steps, config.eval_every_steps, config.num_picture_images = 2, 2, 0
+    with tfds.testing.mock_data(num_examples=32, policy=tfds.testing.MockPolicy.USE_CODE):
+        final = train.train_and_evaluate(config, str(tmp_path))
+    assert np.isfinite(final["loss"])
+    assert json.loads((tmp_path / "final_metrics.json").read_text())["step"] == 2

@@ -213,7 +213,7 @@ def test_init_from_without_checkpoint_says_what_to_give(tmp_path):
         ({"model.compatibility": "cosine"}, "compatibility"),
         ({"log_every_steps": 0}, "log_every_steps"),
         ({"lr_decay_factor": 2.0}, "lr_decay_factor"),
-        ({"half_precision": True}, "half_precision=True is for GPUs and TPUs"),
+        ({"half_precision": True, "model.conv_impl": "xla"}, "half_precision=True with"),
     ],
 )
 def test_impossible_config_values_fail_with_the_field_name(overrides, message):
