@@ -77,3 +77,38 @@ class AttentionHead(nn.Module):
 def classifier(num_classes: int, dtype: jnp.dtype, name: str) -> nn.Dense:
     """The linear classifier layer used by every head."""
     return nn.Dense(num_classes, dtype=dtype, kernel_init=kernel_init, name=name)
+
+
+def last_taps(names: tuple[str, ...], num_taps: int) -> tuple[str, ...]:
+    """The last `num_taps` of a backbone's tap names, in network order (0 -> none)."""
+    return names[len(names) - num_taps :] if num_taps else ()
+
+
+def classify_with_attention(backbone: nn.Module, taps: dict, global_: jax.Array) -> jax.Array:
+    """Runs the backbone's `AttentionHead` (named "head") and sows what it estimated.
+
+    Call from inside a backbone's compact `__call__`; the backbone needs the attributes
+    num_classes, head, compatibility, normalization, projection and dtype.
+
+    Args:
+      backbone: the calling module: maps go to its "attention" collection, g_a to its
+        "descriptors" collection, each under the tap name.
+      taps: tap name -> local features [B, H_t, W_t, C_t], in network order.
+      global_: global feature g, [B, C_g].
+
+    Returns:
+      logits, [B, num_classes] float32.
+    """
+    logits, outputs = AttentionHead(
+        num_classes=backbone.num_classes,
+        head=backbone.head,
+        compatibility=backbone.compatibility,
+        normalization=backbone.normalization,
+        projection=backbone.projection,
+        dtype=backbone.dtype,
+        name="head",
+    )(taps, global_)
+    for name, out in outputs.items():
+        backbone.sow("attention", name, out["attention"])
+        backbone.sow("descriptors", name, out["descriptor"])
+    return logits

@@ -37,7 +37,12 @@ import jax
 import jax.numpy as jnp
 
 from ltpa_jax.models.conv import select_conv
-from ltpa_jax.models.heads import AttentionHead, classifier, kernel_init
+from ltpa_jax.models.heads import (
+    classifier,
+    classify_with_attention,
+    kernel_init,
+    last_taps,
+)
 from ltpa_jax.models.vgg import scaled
 
 STAGE_WIDTHS = (16, 32, 64)  # Bottleneck widths; block outputs are EXPANSION times wider.
@@ -147,7 +152,7 @@ class PreActResNetAtt(nn.Module):
     @property
     def tap_names(self) -> tuple[str, ...]:
         """Names of the attention taps this network has, in network order."""
-        return TAP_NAMES[len(TAP_NAMES) - self.num_taps :] if self.num_taps else ()
+        return last_taps(TAP_NAMES, self.num_taps)
 
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
@@ -201,19 +206,7 @@ class PreActResNetAtt(nn.Module):
         taps["att2"] = x
         g = self._global_feature(x, train)
         self.sow("descriptors", "global", g.astype(jnp.float32))
-        logits, outputs = AttentionHead(
-            num_classes=self.num_classes,
-            head=self.head,
-            compatibility=self.compatibility,
-            normalization=self.normalization,
-            projection=self.projection,
-            dtype=self.dtype,
-            name="head",
-        )(taps, g)
-        for name, out in outputs.items():
-            self.sow("attention", name, out["attention"])
-            self.sow("descriptors", name, out["descriptor"])
-        return logits
+        return classify_with_attention(self, taps, g)
 
     def _global_feature(self, x: jax.Array, train: bool) -> jax.Array:
         """g from the activated stage-3 output [B, H, W, C]: [B, 256 * width] (spec section 5)."""

@@ -12,7 +12,12 @@ import jax
 import jax.numpy as jnp
 
 from ltpa_jax.models.conv import select_conv
-from ltpa_jax.models.heads import AttentionHead, classifier, kernel_init
+from ltpa_jax.models.heads import (
+    classifier,
+    classify_with_attention,
+    kernel_init,
+    last_taps,
+)
 
 # (output channels of each conv, tap name at the end of the stage or None), per stage.
 STAGES = (
@@ -95,7 +100,7 @@ class VGGAtt(nn.Module):
     @property
     def tap_names(self) -> tuple[str, ...]:
         """Names of the attention taps this network has, in network order."""
-        return TAP_NAMES[len(TAP_NAMES) - self.num_taps :] if self.num_taps else ()
+        return last_taps(TAP_NAMES, self.num_taps)
 
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
@@ -152,16 +157,4 @@ class VGGAtt(nn.Module):
         self.sow("descriptors", "global", g.astype(jnp.float32))
         if not taps:
             return classifier(self.num_classes, self.dtype, "classifier")(g).astype(jnp.float32)
-        logits, outputs = AttentionHead(
-            num_classes=self.num_classes,
-            head=self.head,
-            compatibility=self.compatibility,
-            normalization=self.normalization,
-            projection=self.projection,
-            dtype=self.dtype,
-            name="head",
-        )(taps, g)
-        for name, out in outputs.items():
-            self.sow("attention", name, out["attention"])
-            self.sow("descriptors", name, out["descriptor"])
-        return logits
+        return classify_with_attention(self, taps, g)
