@@ -14,7 +14,7 @@ def _model_variables(variables: dict) -> dict:
     return {k: v for k, v in variables.items() if k not in _SOWN_COLLECTIONS}
 
 
-def _check_images(images: jax.Array) -> None:
+def check_images(images: jax.Array) -> None:
     """Raises a ValueError unless images is a float [B, S, S, 3] batch."""
     shape = getattr(images, "shape", None)
     dtype = getattr(images, "dtype", None)
@@ -48,7 +48,7 @@ def predict(model: nn.Module, variables: dict, images: jax.Array) -> jax.Array:
     Returns:
       logits, [B, num_classes] float32.
     """
-    _check_images(images)
+    check_images(images)
     return model.apply(variables, images, train=False)
 
 
@@ -70,13 +70,42 @@ def attention_maps(
       tap name (e.g. "att1") -> normalised attention map [B, H, W] float32. Empty for a
       model without attention.
     """
-    _check_images(images)
+    check_images(images)
     _, state = model.apply(_model_variables(variables), images, train=False, mutable=["attention"])
     maps = {name: value[0] for name, value in state.get("attention", {}).items()}
     if upsample:
-        b, s = images.shape[0], images.shape[1]
-        maps = {name: jax.image.resize(m, (b, s, s), method="bilinear") for name, m in maps.items()}
+        maps = upsample_maps(maps, images.shape[1])
     return maps
+
+
+def predict_with_attention(
+    model: nn.Module, variables: dict, images: jax.Array, *, upsample: bool = True
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Logits and attention maps from one forward pass in eval mode.
+
+    Args:
+      model, variables, images: as for `predict`.
+      upsample: as for `attention_maps`.
+
+    Returns:
+      (logits [B, num_classes], tap name -> map [B, S, S] or [B, H_t, W_t]).
+    """
+    check_images(images)
+    logits, state = model.apply(
+        _model_variables(variables), images, train=False, mutable=["attention"]
+    )
+    maps = {name: value[0] for name, value in state.get("attention", {}).items()}
+    if upsample:
+        maps = upsample_maps(maps, images.shape[1])
+    return logits, maps
+
+
+def upsample_maps(maps: dict[str, jax.Array], size: int) -> dict[str, jax.Array]:
+    """Bilinear resize of every map [B, H_t, W_t] to the input resolution [B, S, S]."""
+    return {
+        name: jax.image.resize(m, (m.shape[0], size, size), method="bilinear")
+        for name, m in maps.items()
+    }
 
 
 def descriptors(model: nn.Module, variables: dict, images: jax.Array) -> dict[str, jax.Array]:
@@ -88,7 +117,7 @@ def descriptors(model: nn.Module, variables: dict, images: jax.Array) -> dict[st
     Returns:
       name -> [B, C] float32.
     """
-    _check_images(images)
+    check_images(images)
     _, state = model.apply(
         _model_variables(variables), images, train=False, mutable=["descriptors"]
     )

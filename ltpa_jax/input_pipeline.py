@@ -363,6 +363,12 @@ def _split_size(info: DatasetInfo, config: ml_collections.ConfigDict, split: str
     return size if size >= 0 else int(ds.reduce(np.int64(0), lambda n, _: n + 1))
 
 
+def split_size(config: ml_collections.ConfigDict, split: str) -> int:
+    """Number of examples in the "train" or "test" split of `config.dataset` (all hosts)."""
+    info = get_dataset_info(config.dataset)
+    return _split_size(info, config, _resolve_split(info, split))
+
+
 def num_train_examples(config: ml_collections.ConfigDict) -> int:
     """Number of examples in the whole training split (all hosts together)."""
     info = get_dataset_info(config.dataset)
@@ -543,6 +549,39 @@ def _eval_transform(
         mask = _resize(example["segmentation"], size)[..., 0] / 255.0
         out["segmentation"] = tf.clip_by_value(mask, 0.0, 1.0)
     return out
+
+
+IMAGE_FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def load_image_file(path: str, config: ml_collections.ConfigDict) -> np.ndarray:
+    """Reads an ordinary image file (any size) as the model's input, like the eval transform.
+
+    The image is converted to RGB, resized straight to `config.image_size` (bilinear,
+    antialiased, as CUB's evaluation images are; pixels rounded like the resized TFDS images)
+    and normalised with `config.dataset`'s mean and std.
+
+    Returns:
+        float32 `[S, S, 3]`.
+
+    Raises:
+        ValueError: the file cannot be decoded as an image (the message names it).
+    """
+    from PIL import Image, UnidentifiedImageError  # Local: only the analysis tools need it.
+
+    info = get_dataset_info(config.dataset)
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(f"{path}: cannot be decoded as an image ({error}).") from error
+    size = config.image_size
+    if pixels.shape[:2] != (size, size):
+        resized = _resize(tf.constant(pixels), size)
+        if info.augmentation != "resize_crop":
+            resized = _to_uint8(resized)
+        pixels = resized.numpy()
+    return _normalize(tf.constant(pixels), info).numpy()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from ltpa_jax import cli
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and pictures.")
 config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py).", lock_config=True
@@ -50,8 +52,7 @@ def maybe_initialize_distributed() -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    if not flags.FLAGS["verbosity"].present:  # Orbax and clu log every save at INFO: too chatty.
-        logging.set_verbosity(logging.WARNING)
+    cli.quiet_unless_verbose()
     maybe_initialize_distributed()
     from ltpa_jax import input_pipeline, train, validation  # After distributed init.
 
@@ -60,8 +61,7 @@ def main(argv: list[str]) -> None:
         validation.check_config(config)
         input_pipeline.check_dataset(config)
     except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(error)
     train.train_and_evaluate(config, _WORKDIR.value)
 
 

@@ -26,7 +26,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ltpa_jax import checkpointing, input_pipeline, validation, visualize
-from ltpa_jax.inference import attention_maps
+from ltpa_jax.inference import predict_with_attention
 from ltpa_jax.models import create_model
 
 
@@ -177,6 +177,9 @@ def compile_steps(mesh: jax.sharding.Mesh, schedule):
     return p_train_step, p_eval_step
 
 
+_predict_with_attention = jax.jit(predict_with_attention, static_argnums=0)
+
+
 class _PreemptionFlag:
     """Turns SIGTERM (Colab/TPU preemption) into a flag the loop checks between steps."""
 
@@ -240,7 +243,7 @@ def draw_attention(config, model, state, workdir: str, step: int) -> str | None:
     # Replicated arrays to host memory: the picture is one process's local computation.
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     images = jnp.asarray(batch["image"][:n])
-    maps, logits = _maps_and_logits(model, variables, images)
+    logits, maps = _predict_with_attention(model, variables, images)
     path = os.path.join(workdir, "pictures", f"attention_step{step:07d}.png")
     return visualize.save_attention_grid(
         path,
@@ -250,13 +253,6 @@ def draw_attention(config, model, state, workdir: str, step: int) -> str | None:
         np.asarray(jnp.argmax(logits, -1)),
         input_pipeline.class_names(config),
     )
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _maps_and_logits(model, variables, images):
-    maps = attention_maps(model, variables, images)
-    logits = model.apply(variables, images, train=False)
-    return maps, logits
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:

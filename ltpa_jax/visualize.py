@@ -22,6 +22,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 IMAGE_WEIGHT = 0.6
 """Weight of the image in the overlay (reference practice)."""
@@ -36,6 +37,7 @@ _DPI = 100
 _WRONG_COLOR = "#d62728"
 _RIGHT_COLOR = "black"
 _FLAT_COLOR = "#ffd54f"
+_BOX_COLOR = "#00e676"
 _TITLE_CHARS = 30
 """Image titles longer than this (about a cell's width at fontsize 7) wrap onto two lines."""
 
@@ -107,13 +109,13 @@ def _class_name(index: int, class_names: Sequence[str] | None) -> str:
 def _validate(
     images: np.ndarray,
     maps: Mapping[str, np.ndarray],
-    labels: np.ndarray,
+    labels: np.ndarray | None,
     predictions: np.ndarray,
-) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None, np.ndarray]:
     """Converts the grid inputs to NumPy and checks their shapes agree.
 
     Returns:
-        ``(images [B, H, W, 3], maps {name: [B, H, W]}, labels [B], predictions [B])``.
+        ``(images [B, H, W, 3], maps {name: [B, H, W]}, labels [B] or None, predictions [B])``.
 
     Raises:
         ValueError: naming the expected shape of whichever input does not match.
@@ -138,6 +140,9 @@ def _validate(
         np_maps[str(name)] = m
     out = []
     for what, arr in (("labels", labels), ("predictions", predictions)):
+        if arr is None and what == "labels":
+            out.append(None)
+            continue
         arr = np.asarray(arr)
         if arr.shape != (b,):
             raise ValueError(
@@ -148,8 +153,10 @@ def _validate(
     return images, np_maps, out[0], out[1]
 
 
-def _image_title(true_name: str, pred_name: str) -> str:
-    """``"true: X / pred: Y"``, wrapped after the slash when too long for one cell."""
+def _image_title(true_name: str | None, pred_name: str) -> str:
+    """``"true: X / pred: Y"`` (``"pred: Y"`` without a label), wrapped when too long."""
+    if true_name is None:
+        return f"pred: {pred_name}"
     title = f"true: {true_name} / pred: {pred_name}"
     if len(title) > _TITLE_CHARS:
         title = f"true: {true_name} /\npred: {pred_name}"
@@ -167,11 +174,12 @@ def _map_note(raw_map: np.ndarray) -> tuple[str, str]:
 def attention_grid(
     images: np.ndarray,
     maps: Mapping[str, np.ndarray],
-    labels: np.ndarray,
+    labels: np.ndarray | None,
     predictions: np.ndarray,
     class_names: Sequence[str] | None = None,
     *,
     max_images: int = 16,
+    boxes: np.ndarray | None = None,
 ) -> Figure:
     """Draws images and their attention overlays, one row per image.
 
@@ -184,10 +192,13 @@ def attention_grid(
         images: float ``[B, H, W, 3]`` in [0, 1].
         maps: tap name (e.g. ``"att1"``) -> float ``[B, H, W]`` at the image resolution.
             May be empty (a model without attention): the grid then shows only the images.
-        labels: int ``[B]`` true classes.
+        labels: int ``[B]`` true classes, or None when unknown (titles then show only the
+            prediction).
         predictions: int ``[B]`` predicted classes.
         class_names: optional names indexed by class; indices are shown when omitted.
         max_images: at most this many rows (the first ``max_images`` images).
+        boxes: optional ground-truth boxes float ``[B, 4]`` (ymin, xmin, ymax, xmax in pixels),
+            outlined on the image and on every overlay.
 
     Returns:
         A matplotlib ``Figure`` on an Agg canvas (no pyplot state involved).
@@ -202,6 +213,13 @@ def attention_grid(
     n = min(images.shape[0], max_images)
     if n == 0:
         raise ValueError("images must hold at least one image, got an empty batch [0, H, W, 3].")
+    if boxes is not None:
+        boxes = np.asarray(boxes, np.float32)
+        if boxes.shape != (images.shape[0], 4):
+            raise ValueError(
+                f"boxes must be [B, 4] = [{images.shape[0]}, 4] (ymin, xmin, ymax, xmax), got "
+                f"shape {list(boxes.shape)}."
+            )
     names = list(maps)
     ncols = 1 + len(names)
     height, width = images.shape[1:3]
@@ -213,11 +231,12 @@ def attention_grid(
     axes = fig.subplots(n, ncols, squeeze=False)
     for i in range(n):
         image = np.clip(images[i].astype(np.float32), 0.0, 1.0)
-        true_name = _class_name(int(labels[i]), class_names)
+        true_name = None if labels is None else _class_name(int(labels[i]), class_names)
         pred_name = _class_name(int(predictions[i]), class_names)
         ax = axes[i, 0]
         ax.imshow(image)
-        color = _RIGHT_COLOR if labels[i] == predictions[i] else _WRONG_COLOR
+        wrong = labels is not None and labels[i] != predictions[i]
+        color = _WRONG_COLOR if wrong else _RIGHT_COLOR
         ax.set_title(_image_title(true_name, pred_name), fontsize=7, color=color)
         for j, name in enumerate(names, start=1):
             raw = maps[name][i]
@@ -236,20 +255,39 @@ def attention_grid(
                 ha="left",
                 bbox={"facecolor": "black", "alpha": 0.55, "pad": 1.5, "linewidth": 0},
             )
+        if boxes is not None:
+            for ax in axes[i]:
+                _outline(ax, boxes[i])
     for ax in axes.flat:
         ax.set_axis_off()
     return fig
+
+
+def _outline(ax, box: np.ndarray) -> None:
+    """Draws a box (ymin, xmin, ymax, xmax in pixels, max exclusive) on an image axis."""
+    ymin, xmin, ymax, xmax = (float(v) for v in box)
+    ax.add_patch(
+        Rectangle(
+            (xmin - 0.5, ymin - 0.5),
+            xmax - xmin,
+            ymax - ymin,
+            fill=False,
+            edgecolor=_BOX_COLOR,
+            linewidth=1.0,
+        )
+    )
 
 
 def save_attention_grid(
     path: str | os.PathLike[str],
     images: np.ndarray,
     maps: Mapping[str, np.ndarray],
-    labels: np.ndarray,
+    labels: np.ndarray | None,
     predictions: np.ndarray,
     class_names: Sequence[str] | None = None,
     *,
     max_images: int = 16,
+    boxes: np.ndarray | None = None,
 ) -> str:
     """Writes :func:`attention_grid` as a PNG, creating the parent directory.
 
@@ -257,10 +295,11 @@ def save_attention_grid(
         path: where to write the PNG.
         images: float ``[B, H, W, 3]`` in [0, 1].
         maps: tap name -> float ``[B, H, W]`` at the image resolution (may be empty).
-        labels: int ``[B]`` true classes.
+        labels: int ``[B]`` true classes, or None when unknown.
         predictions: int ``[B]`` predicted classes.
         class_names: optional names indexed by class.
         max_images: at most this many rows.
+        boxes: optional ground-truth boxes ``[B, 4]`` to outline.
 
     Returns:
         The path written, as a string.
@@ -268,7 +307,9 @@ def save_attention_grid(
     Raises:
         ValueError: as :func:`attention_grid`.
     """
-    fig = attention_grid(images, maps, labels, predictions, class_names, max_images=max_images)
+    fig = attention_grid(
+        images, maps, labels, predictions, class_names, max_images=max_images, boxes=boxes
+    )
     path = os.fspath(path)
     parent = os.path.dirname(path)
     if parent:

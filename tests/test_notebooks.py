@@ -96,15 +96,17 @@ def test_attention_maps_notebook_runs_in_fast_mode(tmp_path, monkeypatch):
     _set_parameters(
         nb,
         f'FAST = True\nWORKDIR = ""\nNUM_IMAGES = 3\nIMAGE_PATH = {str(image_path)!r}\n'
-        'REPO_URL = ""',
+        'REPO_URL = ""\nNUM_EVAL_IMAGES = 32\nEPSILONS = [0, 8]',
     )
     _execute(nb)
     text = _text(nb)
     assert f"python: {sys.executable}" in text
     assert "3 test images:" in text and "['att1', 'att2', 'att3']" in text
     assert f"{image_path}: top-3" in text
+    assert "pointing" in text and "combined" in text and "(32 test images)" in text
+    assert "fgsm eps=0.0314: accuracy" in text
     images = [o for o in _outputs(nb, "display_data") if "image/png" in o.data]
-    assert len(images) == 2  # Test images and the user's image.
+    assert len(images) == 3  # Test images, the user's image, the FGSM plot.
 
 
 def test_kernel_runs_this_interpreter():
