@@ -124,16 +124,26 @@ def _localization_batch(model, variables, images, boxes, mask, threshold, segmen
     return stats, scores
 
 
-def localization_command(config, model, variables, step, out) -> dict[str, str]:
-    """Pointing game, mass in box and Jaccard per tap, and attention statistics; see module."""
+def localization_scores(config, model, variables, split: str, num_images: int, threshold):
+    """Attention statistics and localization scores of a model over (part of) a split.
+
+    Args:
+      config: the run's config (dataset, image size, eval_batch_size).
+      model, variables: from `checkpointing.load_run`.
+      split: "test" or "train"; num_images: images to use (<= 0: all).
+      threshold: "otsu" or a float in [0, 1], for the segmentation Jaccard.
+
+    Returns:
+      (statistics {tap: {...}}, scores {map: {"pointing", "mass", "jaccard", "count"}} or None
+      for a dataset without boxes, the first batch (for pictures)).
+    """
     info = input_pipeline.get_dataset_info(config.dataset)
     if not config.model.num_taps:
         raise ValueError("This run's model has no attention (model.num_taps=0): nothing to score.")
-    threshold = _THRESHOLD.value if _THRESHOLD.value == "otsu" else float(_THRESHOLD.value)
-    total = _split_total(config, _SPLIT.value, _NUM_IMAGES.value)
+    total = _split_total(config, split, num_images)
     stats_sums, score_sums, done, first = None, None, 0, None
-    for batch in _batches(config, _SPLIT.value, _NUM_IMAGES.value):
-        first = first or batch
+    for batch in _batches(config, split, num_images):
+        first = batch if first is None else first
         stats, scores = _localization_batch(
             model,
             variables,
@@ -147,17 +157,37 @@ def localization_command(config, model, variables, step, out) -> dict[str, str]:
         score_sums = scores if score_sums is None else jax.tree.map(jnp.add, score_sums, scores)
         done += int(batch["mask"].sum())
         _progress(done, total, "localization")
-    print()
+    scores = finalize(score_sums) if info.has_box else None
+    return finalize(stats_sums), scores, first
+
+
+def _threshold(text: str) -> str | float:
+    """--threshold as "otsu" or a float in [0, 1]."""
+    try:
+        value = text if text == "otsu" else float(text)
+    except ValueError:
+        value = None
+    if value is None or (value != "otsu" and not 0.0 <= value <= 1.0):
+        raise ValueError(f"--threshold={text!r} must be 'otsu' or a number in [0, 1].")
+    return value
+
+
+def localization_command(config, model, variables, step, out) -> dict[str, str]:
+    """Pointing game, mass in box and Jaccard per tap, and attention statistics; see module."""
+    info = input_pipeline.get_dataset_info(config.dataset)
+    threshold = _threshold(_THRESHOLD.value)
+    statistics, scores, first = localization_scores(
+        config, model, variables, _SPLIT.value, _NUM_IMAGES.value, threshold
+    )
+    done = int(next(iter(statistics.values()))["count"])
     written = {}
-    statistics = finalize(stats_sums)
     columns = ("entropy", "peak", "peak_to_mean", "near_zero_fraction", "uniform_fraction")
     print(f"\nAttention statistics ({done} {_SPLIT.value} images, step {step}):")
     print(_table(statistics, columns, "tap"))
     written["statistics"] = _write_csv(
         os.path.join(out, f"statistics_{_SPLIT.value}_step{step}.csv"), statistics, columns, "tap"
     )
-    if info.has_box:
-        scores = finalize(score_sums)
+    if scores is not None:
         truth = "segmentation masks" if info.has_segmentation else "boxes"
         print(
             f"\nLocalization ({done} {_SPLIT.value} images; Jaccard of the {threshold} "

@@ -15,7 +15,9 @@ import pytest
 from PIL import Image
 
 from configs import smoke
-from ltpa_jax import checkpointing, features, input_pipeline, train, visualize
+from ltpa_jax import analyze, checkpointing, evaluate, features, input_pipeline, train, visualize
+from ltpa_jax.inference import predict_with_attention
+from ltpa_jax.models import create_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -108,6 +110,33 @@ def test_export_features_and_linear_probe(workdir):
     assert all(0.0 <= a <= 1.0 for a in accuracy.values())
     with pytest.raises(ValueError, match="same C"):
         features.linear_probe(onehot, exported["labels"], onehot[:, :3], exported["labels"])
+
+
+def test_localization_on_mock_cub_scores_against_segmentation_masks():
+    import jax
+    import tensorflow_datasets as tfds
+
+    config = smoke.get_config()
+    config.dataset, config.image_size, config.model.num_classes = "caltech_birds2011", 64, 200
+    config.eval_batch_size = 8
+    model = create_model(config)
+    variables = model.init(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
+    with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
+        statistics, scores, batch = analyze.localization_scores(
+            config, model, variables, "test", 8, "otsu"
+        )
+    assert set(statistics) == {"att1", "att2", "att3"}
+    assert set(scores) == {"att1", "att2", "att3", "combined"}
+    # The same numbers by hand from the batch: the Jaccard is against the CUB masks.
+    _, maps = predict_with_attention(model, variables, batch["image"])
+    expected = evaluate.finalize(
+        evaluate.localization_sums(
+            maps, batch["box"], batch["mask"], segmentation=batch["segmentation"]
+        )
+    )
+    for name in scores:
+        for key in ("pointing", "mass", "jaccard", "count"):
+            assert scores[name][key] == pytest.approx(expected[name][key], abs=1e-5)
 
 
 @pytest.mark.slow
