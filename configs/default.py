@@ -70,6 +70,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.nesterov = False  # Nesterov momentum.
     c.weight_decay = 5e-4  # L2 weight decay added to the gradient (as torch.optim.SGD does).
     c.half_precision = False  # bfloat16 compute (parameters and optimizer state stay float32).
+    c.remat = "none"  # Recompute blocks in the backward pass: "none", "full" or "keep_conv".
     c.seed = 0  # Seeds parameter init, data order and augmentation: same seed, same run.
 
     # Logging, evaluation, checkpoints.

@@ -10,11 +10,12 @@ from ltpa_jax.attention import COMPATIBILITIES, NORMALIZATIONS, PROJECTIONS
 from ltpa_jax.models import resnet
 from ltpa_jax.models.conv import CONV_IMPLS
 from ltpa_jax.models.heads import HEADS, AttentionHead
+from ltpa_jax.models.remat import REMAT_MODES
 from ltpa_jax.models.resnet import PreActResNetAtt
 from ltpa_jax.models.vgg import TAP_NAMES, TAP_POSITIONS, VGGAtt
 
 
-def _vgg(m: ml_collections.ConfigDict, dtype: jnp.dtype) -> nn.Module:
+def _vgg(m: ml_collections.ConfigDict, dtype: jnp.dtype, remat: str) -> nn.Module:
     if not 0 <= m.num_taps <= len(TAP_NAMES):
         raise ValueError(
             f"model.num_taps={m.num_taps} is not possible for the VGG backbone: use 0 (plain VGG), "
@@ -32,11 +33,12 @@ def _vgg(m: ml_collections.ConfigDict, dtype: jnp.dtype) -> nn.Module:
         head=m.head,
         batch_norm=m.batch_norm,
         conv_impl=m.conv_impl,
+        remat=remat,
         dtype=dtype,
     )
 
 
-def _resnet(m: ml_collections.ConfigDict, dtype: jnp.dtype) -> nn.Module:
+def _resnet(m: ml_collections.ConfigDict, dtype: jnp.dtype, remat: str) -> nn.Module:
     resnet.blocks_per_stage(m.depth)  # Raises for a depth that is not 9n + 2.
     if not 0 <= m.num_taps <= len(resnet.TAP_NAMES):
         raise ValueError(
@@ -65,11 +67,12 @@ def _resnet(m: ml_collections.ConfigDict, dtype: jnp.dtype) -> nn.Module:
         projection=m.projection,
         head=m.head,
         conv_impl=m.conv_impl,
+        remat=remat,
         dtype=dtype,
     )
 
 
-BACKBONES: dict[str, Callable[[ml_collections.ConfigDict, jnp.dtype], nn.Module]] = {
+BACKBONES: dict[str, Callable[[ml_collections.ConfigDict, jnp.dtype, str], nn.Module]] = {
     "vgg": _vgg,
     "resnet": _resnet,
 }
@@ -84,14 +87,15 @@ def create_model(config: ml_collections.ConfigDict) -> nn.Module:
     """Builds the network described by `config.model` (see configs/default.py).
 
     Args:
-      config: an experiment config (with a `model` section and `half_precision`), or a model
-        section alone (then computation is float32).
+      config: an experiment config (with a `model` section, `half_precision` and `remat`), or a
+        model section alone (then computation is float32, without rematerialisation).
 
     Returns:
       A Flax module `model(images [B, S, S, 3], train=bool) -> logits [B, num_classes]`.
     """
     m = config.model if "model" in config else config
     half = config.get("half_precision", False) if "model" in config else False
+    remat = config.get("remat", "none") if "model" in config else "none"
     _check_choice("model.backbone", m.backbone, tuple(BACKBONES))
     _check_choice("model.compatibility", m.compatibility, COMPATIBILITIES)
     _check_choice("model.normalization", m.normalization, NORMALIZATIONS)
@@ -102,7 +106,8 @@ def create_model(config: ml_collections.ConfigDict) -> nn.Module:
         raise ValueError(f"model.num_classes={m.num_classes} must be at least 1.")
     if m.width <= 0:
         raise ValueError(f"model.width={m.width} must be positive (1.0 = the paper's widths).")
-    return BACKBONES[m.backbone](m, jnp.bfloat16 if half else jnp.float32)
+    _check_choice("remat", remat, REMAT_MODES)
+    return BACKBONES[m.backbone](m, jnp.bfloat16 if half else jnp.float32, remat)
 
 
 __all__ = ["AttentionHead", "BACKBONES", "PreActResNetAtt", "VGGAtt", "create_model"]

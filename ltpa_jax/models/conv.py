@@ -11,8 +11,11 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.ad_checkpoint import checkpoint_name
 
 CONV_IMPLS = ("auto", "xla", "matmul")
+CONV_OUTPUT = "conv_output"
+"""`jax.ad_checkpoint.checkpoint_name` of every convolution's output (see models/remat.py)."""
 
 
 def matmul_conv(
@@ -96,4 +99,10 @@ def select_conv(conv_impl: str):
         raise ValueError(f"model.conv_impl={conv_impl!r} is not valid; use one of {CONV_IMPLS}.")
     if conv_impl == "auto":
         conv_impl = "matmul" if jax.default_backend() == "cpu" else "xla"
-    return matmul_conv if conv_impl == "matmul" else lax.conv_general_dilated
+    conv = matmul_conv if conv_impl == "matmul" else lax.conv_general_dilated
+
+    def named_conv(*args, **kwargs) -> jax.Array:
+        """`conv`, its output named `CONV_OUTPUT` for rematerialisation policies."""
+        return checkpoint_name(conv(*args, **kwargs), CONV_OUTPUT)
+
+    return named_conv

@@ -43,6 +43,7 @@ from ltpa_jax.models.heads import (
     kernel_init,
     last_taps,
 )
+from ltpa_jax.models.remat import remat_block
 from ltpa_jax.models.vgg import scaled
 
 STAGE_WIDTHS = (16, 32, 64)  # Bottleneck widths; block outputs are EXPANSION times wider.
@@ -135,6 +136,8 @@ class PreActResNetAtt(nn.Module):
         stage-2 features projected up to the width of g).
       head: "concat" or "indep".
       conv_impl: "auto", "xla" or "matmul" (see models/conv.py); parameters are the same.
+      remat: "none", "full" or "keep_conv" rematerialisation of each bottleneck (see
+        models/remat.py); parameters are the same.
       dtype: computation dtype (parameters are float32).
     """
 
@@ -147,6 +150,7 @@ class PreActResNetAtt(nn.Module):
     projection: str = "down"
     head: str = "concat"
     conv_impl: str = "auto"
+    remat: str = "none"
     dtype: jnp.dtype = jnp.float32
 
     @property
@@ -183,7 +187,7 @@ class PreActResNetAtt(nn.Module):
         taps = {}
         for stage, stage_width in enumerate(STAGE_WIDTHS):
             for block in range(n):
-                x = PreActBottleneck(
+                x = remat_block(PreActBottleneck, self.remat)(
                     scaled(stage_width, self.width),
                     stride=2 if stage > 0 and block == 0 else 1,
                     conv_impl=self.conv_impl,

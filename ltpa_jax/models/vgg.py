@@ -18,6 +18,7 @@ from ltpa_jax.models.heads import (
     kernel_init,
     last_taps,
 )
+from ltpa_jax.models.remat import remat_block
 
 # (output channels of each conv, tap name at the end of the stage or None), per stage.
 STAGES = (
@@ -82,6 +83,8 @@ class VGGAtt(nn.Module):
       head: "concat" or "indep".
       batch_norm: batch norm after each conv.
       conv_impl: "auto", "xla" or "matmul" (see models/conv.py); parameters are the same.
+      remat: "none", "full" or "keep_conv" rematerialisation of each conv block (see
+        models/remat.py); parameters are the same.
       dtype: computation dtype (parameters are float32).
     """
 
@@ -95,6 +98,7 @@ class VGGAtt(nn.Module):
     head: str = "concat"
     batch_norm: bool = True
     conv_impl: str = "auto"
+    remat: str = "none"
     dtype: jnp.dtype = jnp.float32
 
     @property
@@ -116,12 +120,13 @@ class VGGAtt(nn.Module):
           "descriptors" holds g [B, 512] under "global" and each tap's g_a under its name.
         """
         x = images.astype(self.dtype)
+        block = remat_block(ConvBNReLU, self.remat)
         conv_index = 0
         taps = {}
         for channels, tap in STAGES:
             for c in channels:
                 conv_index += 1
-                x = ConvBNReLU(
+                x = block(
                     scaled(c, self.width),
                     self.batch_norm,
                     self.dtype,
@@ -136,7 +141,7 @@ class VGGAtt(nn.Module):
             x = pooled
         for _ in range(2):
             conv_index += 1
-            x = ConvBNReLU(
+            x = block(
                 scaled(512, self.width),
                 self.batch_norm,
                 self.dtype,
