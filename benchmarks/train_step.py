@@ -96,6 +96,8 @@ def machine_lines() -> list[str]:
         f"python {platform.python_version()}, jax {jax.__version__}, jaxlib {jaxlib.__version__}, "
         f"flax {flax.__version__}",
         f"devices: {jax.device_count()} x {device.device_kind} ({jax.default_backend()})",
+        f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r} (glibc.malloc.hugetlb=1: "
+        "malloc on transparent huge pages, as the ltpa-* commands set it; README)",
     ]
 
 

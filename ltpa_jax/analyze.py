@@ -334,6 +334,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """Console-script entry point (`ltpa-analyze`)."""
+    cli.rerun_with_huge_pages()
     flags.mark_flags_as_required(["workdir"])
     app.run(main)
 

@@ -192,6 +192,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """Console-script entry point (`ltpa-attend`)."""
+    cli.rerun_with_huge_pages()
     flags.mark_flags_as_required(["workdir"])
     app.run(main)
 

@@ -85,6 +85,7 @@ def _make_configs_importable(argv: list[str]) -> None:
 
 def run() -> None:
     """Console-script entry point (`ltpa-train`)."""
+    cli.rerun_with_huge_pages()
     _make_configs_importable(sys.argv)
     app.run(main)
 

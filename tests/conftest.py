@@ -6,6 +6,7 @@
 """
 
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -22,3 +23,15 @@ os.environ["XLA_FLAGS"] = " ".join(
 ROOT = str(Path(__file__).resolve().parents[1])
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+# The command-line tools re-execute themselves with glibc's malloc on huge pages (ltpa_jax/cli.py);
+# the subprocesses that tests start get that environment from the start instead.
+from ltpa_jax import cli  # noqa: E402
+
+try:
+    with open(cli.THP_SETTING) as _f:
+        _environ = cli.hugepages_environment(dict(os.environ), _f.read(), platform.libc_ver())
+except OSError:
+    _environ = None
+if _environ is not None:
+    os.environ["GLIBC_TUNABLES"] = _environ["GLIBC_TUNABLES"]

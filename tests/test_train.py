@@ -324,3 +324,53 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
     assert "SIGTERM: saved the checkpoint at step" in output
     saved = int(output.split("SIGTERM: saved the checkpoint at step ")[1].split(";")[0])
     assert saved in _finished_steps(workdir)
+
+
+def test_hugepages_environment_is_added_only_where_it_helps():
+    from ltpa_jax import cli
+
+    env = {"PATH": "/bin"}
+    madvise = "always [madvise] never\n"
+    added = cli.hugepages_environment(env, madvise, ("glibc", "2.36"))
+    assert added == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    kept = cli.hugepages_environment(
+        {"GLIBC_TUNABLES": "glibc.pthread.rseq=0"}, madvise, ("glibc", "2.39")
+    )
+    assert kept["GLIBC_TUNABLES"] == "glibc.pthread.rseq=0:glibc.malloc.hugetlb=1"
+    assert cli.hugepages_environment(added, madvise, ("glibc", "2.36")) is None  # Done already.
+    assert cli.hugepages_environment({"LTPA_HUGEPAGES": "0"}, madvise, ("glibc", "2.36")) is None
+    assert cli.hugepages_environment(env, "always madvise [never]\n", ("glibc", "2.36")) is None
+    assert cli.hugepages_environment(env, madvise, ("glibc", "2.31")) is None  # No tunable.
+    assert cli.hugepages_environment(env, madvise, ("", "")) is None  # musl, unknown.
+
+
+def test_cli_reexecutes_itself_with_huge_pages(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    probe = (
+        "import os, sys; from ltpa_jax import cli; cli.rerun_with_huge_pages(); "
+        "print('TUNABLES=' + os.environ.get('GLIBC_TUNABLES', ''))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    expected = cli_expected_tunables()
+    assert f"TUNABLES={expected}" in result.stdout
+
+
+def cli_expected_tunables() -> str:
+    import platform
+
+    from ltpa_jax import cli
+
+    try:
+        with open(cli.THP_SETTING) as f:
+            environ = cli.hugepages_environment({}, f.read(), platform.libc_ver())
+    except OSError:
+        environ = None
+    return environ["GLIBC_TUNABLES"] if environ else ""
