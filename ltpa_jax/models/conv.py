@@ -6,6 +6,7 @@ kh*kw shifted copies of the padded input (im2col). The kernel keeps its [kh, kw,
 shape and name, so checkpoints are interchangeable between implementations.
 """
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -94,13 +95,18 @@ def _is_nhwc(dimension_numbers) -> bool:
 
 
 def select_conv(conv_impl: str):
-    """The convolution function for `conv_impl` ("auto": matmul on CPU, XLA elsewhere)."""
+    """The convolution function for `conv_impl` ("auto": matmul on CPU, XLA elsewhere).
+
+    Its output is named `CONV_OUTPUT` (for `models.remat`); `.__wrapped__` is the function that
+    computes it, `matmul_conv` or `lax.conv_general_dilated`.
+    """
     if conv_impl not in CONV_IMPLS:
         raise ValueError(f"model.conv_impl={conv_impl!r} is not valid; use one of {CONV_IMPLS}.")
     if conv_impl == "auto":
         conv_impl = "matmul" if jax.default_backend() == "cpu" else "xla"
     conv = matmul_conv if conv_impl == "matmul" else lax.conv_general_dilated
 
+    @functools.wraps(conv)  # `select_conv(...).__wrapped__` is the implementation.
     def named_conv(*args, **kwargs) -> jax.Array:
         """`conv`, its output named `CONV_OUTPUT` for rematerialisation policies."""
         return checkpoint_name(conv(*args, **kwargs), CONV_OUTPUT)
