@@ -15,7 +15,6 @@ memory: it measures the preprocessing, not the reading of files).
 
 import argparse
 import datetime
-import importlib.util
 import os
 import platform
 import statistics
@@ -29,26 +28,9 @@ if str(ROOT) not in sys.path:
 
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
+from train_step import cpu_model, load_config  # noqa: E402  (benchmarks/ is on sys.path)
 
 from ltpa_jax import input_pipeline  # noqa: E402
-
-
-def load_config(path: str):
-    spec = importlib.util.spec_from_file_location(Path(path).stem, Path(path).resolve())
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def time_batches(config, num_batches: int) -> tuple[float, list[float]]:

@@ -19,7 +19,6 @@ estimate for accelerators and rerun the script on the accelerator for the real o
 import argparse
 import datetime
 import functools
-import importlib.util
 import platform
 import sys
 import time
@@ -33,19 +32,13 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from jax.sharding import NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
+from train_step import load_config  # noqa: E402  (benchmarks/ is on sys.path)
 
 from ltpa_jax import train  # noqa: E402
 from ltpa_jax.models import create_model  # noqa: E402
 from ltpa_jax.models.remat import REMAT_MODES  # noqa: E402
 
 GIB = 2**30
-
-
-def load_config(path: str):
-    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def step_memory(config, batch: int) -> tuple[dict[str, int], float]:
