@@ -57,19 +57,24 @@ def hugepages_environment(environ: dict, thp_setting: str, libc: tuple[str, str]
     return {**environ, "GLIBC_TUNABLES": ":".join(filter(None, (tunables, HUGEPAGES_TUNABLE)))}
 
 
+def hugepages_environment_here(environ: dict) -> dict | None:
+    """`hugepages_environment` for this machine's kernel setting and C library."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        with open(THP_SETTING) as f:
+            thp = f.read()
+    except OSError:
+        thp = ""
+    return hugepages_environment(environ, thp, platform.libc_ver())
+
+
 def rerun_with_huge_pages() -> None:
     """Re-executes this command once with `hugepages_environment`, where that applies.
 
     Call first thing in a command's entry point, before anything is computed; a no-op on
     macOS, Windows, musl, kernels without transparent huge pages, and when already done.
     """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        with open(THP_SETTING) as f:
-            thp = f.read()
-    except OSError:
-        return
-    environ = hugepages_environment(dict(os.environ), thp, platform.libc_ver())
+    environ = hugepages_environment_here(dict(os.environ))
     if environ is not None:
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environ)

@@ -6,7 +6,6 @@
 """
 
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -28,10 +27,6 @@ if ROOT not in sys.path:
 # the subprocesses that tests start get that environment from the start instead.
 from ltpa_jax import cli  # noqa: E402
 
-try:
-    with open(cli.THP_SETTING) as _f:
-        _environ = cli.hugepages_environment(dict(os.environ), _f.read(), platform.libc_ver())
-except OSError:
-    _environ = None
+_environ = cli.hugepages_environment_here(dict(os.environ))
 if _environ is not None:
     os.environ["GLIBC_TUNABLES"] = _environ["GLIBC_TUNABLES"]

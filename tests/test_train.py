@@ -364,13 +364,7 @@ def test_cli_reexecutes_itself_with_huge_pages(tmp_path):
 
 
 def cli_expected_tunables() -> str:
-    import platform
-
     from ltpa_jax import cli
 
-    try:
-        with open(cli.THP_SETTING) as f:
-            environ = cli.hugepages_environment({}, f.read(), platform.libc_ver())
-    except OSError:
-        environ = None
+    environ = cli.hugepages_environment_here({})
     return environ["GLIBC_TUNABLES"] if environ else ""
