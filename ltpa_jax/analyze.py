@@ -63,14 +63,7 @@ _OUT = flags.DEFINE_string("out", None, "Output folder (default: <workdir>/analy
 
 def _batches(config, split: str, num_images: int) -> Iterator[dict[str, np.ndarray]]:
     """Padded evaluation batches of a split, the rows past `num_images` masked out."""
-    seen = 0
-    for batch in input_pipeline.eval_batches(config, split):
-        if num_images > 0:
-            if seen >= num_images:
-                return
-            batch["mask"] = batch["mask"] & (np.cumsum(batch["mask"]) <= num_images - seen)
-        seen += int(batch["mask"].sum())
-        yield batch
+    return input_pipeline.first_examples(input_pipeline.eval_batches(config, split), num_images)
 
 
 def _progress(done: int, total: int | None, what: str) -> None:

@@ -78,15 +78,12 @@ def file_batches(
 def split_batches(config, split: str, num_images: int) -> Iterator[dict[str, np.ndarray]]:
     """The first `num_images` examples of a split (all when <= 0), without padding rows."""
     seen = 0
-    for batch in input_pipeline.eval_batches(config, split):
-        keep = batch["mask"]
-        if num_images > 0:
-            keep = keep & (np.cumsum(keep) <= num_images - seen)
-        if not keep.any():
-            if num_images > 0 and seen >= num_images:
-                return
+    batches = input_pipeline.eval_batches(config, split)
+    for batch in input_pipeline.first_examples(batches, num_images):
+        keep = batch.pop("mask")
+        if not keep.any():  # Padding only.
             continue
-        out = {k: v[keep] for k, v in batch.items() if k != "mask"}
+        out = {k: v[keep] for k, v in batch.items()}
         out["name"] = np.asarray([f"{split}[{seen + i}]" for i in range(int(keep.sum()))])
         seen += int(keep.sum())
         yield out

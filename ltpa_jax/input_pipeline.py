@@ -723,6 +723,22 @@ def eval_batches(
     return stream()
 
 
+def first_examples(batches: Iterator[Batch], num_examples: int) -> Iterator[Batch]:
+    """The padded batches of `eval_batches` up to `num_examples` real rows (all when <= 0).
+
+    Rows past the limit get `mask` False; the stream stops once the limit is reached. For one
+    host's analysis (the hosts of a multi-host run would stop at different batches).
+    """
+    seen = 0
+    for batch in batches:
+        if num_examples > 0:
+            if seen >= num_examples:
+                return
+            batch["mask"] = batch["mask"] & (np.cumsum(batch["mask"]) <= num_examples - seen)
+        seen += int(batch["mask"].sum())
+        yield batch
+
+
 def _pad_batch(batch: Batch, template: Batch) -> Batch:
     """Pads every leaf of a (partial) batch to the template's rows and adds `mask` `[b]`."""
     rows = len(batch["label"])

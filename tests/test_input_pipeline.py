@@ -477,3 +477,11 @@ def test_shard_batch_on_8_cpu_devices():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "SHARDED OK" in result.stdout
+
+
+def test_first_examples_masks_past_the_limit_and_stops():
+    batches = [{"mask": np.array([True, True, True])} for _ in range(4)]
+    out = list(input_pipeline.first_examples(iter(batches), 4))
+    assert [b["mask"].tolist() for b in out] == [[True, True, True], [True, False, False]]
+    every = list(input_pipeline.first_examples(iter([{"mask": np.ones(3, bool)}] * 2), 0))
+    assert sum(int(b["mask"].sum()) for b in every) == 6
