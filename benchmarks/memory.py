@@ -80,7 +80,7 @@ def main(argv=None) -> None:
     parser.add_argument("--budget-gib", type=float, default=16.0, help="device memory, GiB")
     parser.add_argument("--remat", nargs="+", default=list(REMAT_MODES), choices=REMAT_MODES)
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
-    parser.add_argument("--conv-impl", default="xla", choices=("xla", "matmul"))
+    parser.add_argument("--conv-impl", default="xla", choices=("xla", "matmul", "winograd"))
     args = parser.parse_args(argv)
     b1, b2 = sorted(args.batches)
     base = load_config(args.config)

@@ -13,7 +13,7 @@ Each row is the median of `--steps` steps after `--warmup` steps, each timed to
 the achieved FLOP/s by the devices' peak for the compute dtype (table below; unknown devices,
 the CPU included, get FLOP/s only).
 
-    python benchmarks/train_step.py --config configs/demo.py --conv-impl both
+    python benchmarks/train_step.py --config configs/demo.py --conv-impl xla matmul winograd
     python benchmarks/train_step.py --config configs/default.py --batch-size 256 --half-precision
 
 bfloat16 on the CPU (`--half-precision`) is timed but is not a supported training mode:
@@ -268,7 +268,13 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per row")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
     parser.add_argument("--half-precision", action="store_true", help="bfloat16 compute")
-    parser.add_argument("--conv-impl", choices=("xla", "matmul", "both"), default="both")
+    parser.add_argument(
+        "--conv-impl",
+        nargs="+",
+        choices=("xla", "matmul", "winograd"),
+        default=["xla", "matmul", "winograd"],
+        help="implementations to time, one row group each, side by side (default: all)",
+    )
     parser.add_argument("--image-size", type=int, help="input side (default: the config's)")
     parser.add_argument("--width", type=float, help="model.width (default: the config's)")
     args = parser.parse_args(argv)
@@ -289,9 +295,8 @@ def main(argv=None) -> None:
         f"{config.image_size}, model.width {config.model.width}, batch {config.batch_size}); "
         f"median of {args.steps} steps after {args.warmup} warm-up steps"
     )
-    impls = ("xla", "matmul") if args.conv_impl == "both" else (args.conv_impl,)
     rows = []
-    for impl in impls:
+    for impl in args.conv_impl:
         rows.extend(benchmark(config, args, impl))
     print()
     print("\n".join(format_rows(rows)))

@@ -36,7 +36,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             "config.half_precision=True with config.model.conv_impl='xla' on the CPU: XLA "
             "(jax 0.12) computed NaN logits for this network's jitted bfloat16 eval pass with its "
-            "own convolution. Use --config.model.conv_impl=matmul (or auto), or float32."
+            "own convolution. Use --config.model.conv_impl=auto (winograd on the CPU), or float32."
         )
     if config.keep_checkpoints < 1:
         raise ValueError(f"config.keep_checkpoints={config.keep_checkpoints} must be at least 1.")

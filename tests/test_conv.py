@@ -1,4 +1,5 @@
-"""The matmul (im2col) convolution equals XLA's, so conv_impl never changes a model's outputs."""
+"""The matmul (im2col) and Winograd convolutions equal XLA's, in value and gradient, so
+conv_impl never changes a model's outputs."""
 
 import jax
 import jax.numpy as jnp
@@ -7,8 +8,10 @@ import pytest
 from jax import lax
 
 from configs import default
-from ltpa_jax import create_model, predict
-from ltpa_jax.models.conv import matmul_conv, select_conv
+from ltpa_jax import create_model, predict_with_attention
+from ltpa_jax.models.conv import matmul_conv, select_conv, winograd_conv
+
+DIMS = ("NHWC", "HWIO", "NHWC")
 
 
 @pytest.mark.parametrize(
@@ -34,14 +37,85 @@ def test_strided_conv_falls_back_to_lax():
     np.testing.assert_allclose(got, expected)
 
 
-def test_auto_picks_matmul_on_cpu_and_rejects_unknown():
-    assert select_conv("auto").__wrapped__ is matmul_conv
+def _value_and_grads(conv, x, w, cotangent):
+    """conv(x, w) and the gradients of <conv(x, w), cotangent> for x and w, in float32."""
+
+    def pairing(x, w):
+        y = conv(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=DIMS)
+        return jnp.sum(y.astype(jnp.float32) * cotangent), y
+
+    (_, y), grads = jax.jit(jax.value_and_grad(pairing, argnums=(0, 1), has_aux=True))(x, w)
+    return [np.asarray(a, np.float32) for a in (y, *grads)]
+
+
+# The models' 3x3 "same" convolutions: channel counts at widths 1/16 to 1 (3 for RGB goes to
+# matmul_conv), spatial sizes 32 down to 2 for CIFAR and the odd 7 of 224x224 inputs.
+WINOGRAD_SHAPES = [(2, 8, 8, 16, 16), (2, 4, 4, 32, 64), (1, 7, 7, 16, 8), (2, 2, 2, 64, 32)]
+
+
+@pytest.mark.parametrize("shape", WINOGRAD_SHAPES + [(2, 6, 5, 3, 8), (1, 1, 1, 16, 4)])
+@pytest.mark.parametrize("impl", [winograd_conv, matmul_conv], ids=["winograd", "matmul"])
+def test_conv_equals_lax_conv_in_value_and_gradient_float32(impl, shape):
+    """Tolerance: 1e-4 relative to each array's largest entry (float32 rounding)."""
+    b, h, w, c_in, c_out = shape
+    rng = np.random.default_rng(sum(shape))
+    x = jnp.asarray(rng.normal(size=(b, h, w, c_in)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, c_in, c_out)) / np.sqrt(9 * c_in), jnp.float32)
+    cotangent = jnp.asarray(rng.normal(size=(b, h, w, c_out)), jnp.float32)
+    expected = _value_and_grads(lax.conv_general_dilated, x, kernel, cotangent)
+    for got, want in zip(_value_and_grads(impl, x, kernel, cotangent), expected, strict=True):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("shape", WINOGRAD_SHAPES)
+@pytest.mark.parametrize("impl", [winograd_conv, matmul_conv], ids=["winograd", "matmul"])
+def test_conv_equals_lax_conv_in_value_and_gradient_bfloat16(impl, shape):
+    """bfloat16 inputs and kernels against XLA's float32 convolution of the same bfloat16
+    numbers. Tolerance: 3e-2 relative to each array's largest entry (bfloat16 keeps 8
+    significant bits, ~4e-3, and the sums round at every step); the float32 reference's own
+    bfloat16 rounding alone gives up to 4e-3."""
+    b, h, w, c_in, c_out = shape
+    rng = np.random.default_rng(sum(shape))
+    x = jnp.asarray(rng.normal(size=(b, h, w, c_in)), jnp.bfloat16)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, c_in, c_out)) / np.sqrt(9 * c_in), jnp.bfloat16)
+    cotangent = jnp.asarray(rng.normal(size=(b, h, w, c_out)), jnp.bfloat16)
+    expected = _value_and_grads(
+        lax.conv_general_dilated, x.astype(jnp.float32), kernel.astype(jnp.float32), cotangent
+    )
+    got = _value_and_grads(impl, x, kernel, cotangent)
+    for g, want in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, want, rtol=0, atol=3e-2 * np.abs(want).max())
+
+
+def test_winograd_hands_other_convolutions_to_matmul_conv():
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(2, 6, 6, 16)), jnp.float32)
+    for kernel, padding in [((1, 1), ((0, 0), (0, 0))), ((3, 3), "VALID"), ((2, 2), "VALID")]:
+        w = jnp.asarray(rng.normal(size=(*kernel, 16, 4)), jnp.float32)
+        expected = lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=DIMS)
+        got = winograd_conv(x, w, (1, 1), padding, dimension_numbers=DIMS)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    w = jnp.asarray(rng.normal(size=(3, 3, 16, 4)), jnp.float32)
+    expected = lax.conv_general_dilated(x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DIMS)
+    got = winograd_conv(x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DIMS)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_picks_winograd_on_cpu_and_rejects_unknown():
+    assert jax.default_backend() == "cpu"
+    assert select_conv("auto").__wrapped__ is winograd_conv
+    assert select_conv("winograd").__wrapped__ is winograd_conv
+    assert select_conv("matmul").__wrapped__ is matmul_conv
     assert select_conv("xla").__wrapped__ is lax.conv_general_dilated
     with pytest.raises(ValueError, match="conv_impl"):
-        select_conv("winograd")
+        select_conv("fft")
 
 
-def test_same_parameters_same_predictions_with_either_implementation():
+@pytest.mark.parametrize("conv_impl", ["matmul", "winograd"])
+def test_same_parameters_same_logits_and_attention_with_each_implementation(conv_impl):
+    """At width 1/16 the model has 4 to 32 channels: winograd runs the 16- and 32-channel
+    layers and hands the others to matmul_conv."""
     config = default.get_config()
     config.model.width = 1 / 16
     images = jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 32, 3)), jnp.float32)
@@ -49,11 +123,12 @@ def test_same_parameters_same_predictions_with_either_implementation():
     xla_model = create_model(config)
     variables = jax.jit(xla_model.init)(jax.random.key(0), images)
     variables = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
-    config.model.conv_impl = "matmul"
-    matmul_model = create_model(config)
-    np.testing.assert_allclose(
-        jax.jit(predict, static_argnums=0)(matmul_model, variables, images),
-        jax.jit(predict, static_argnums=0)(xla_model, variables, images),
-        rtol=1e-4,
-        atol=1e-4,
-    )
+    config.model.conv_impl = conv_impl
+    model = create_model(config)
+    run = jax.jit(predict_with_attention, static_argnums=0, static_argnames="upsample")
+    logits, maps = run(model, variables, images, upsample=False)
+    expected_logits, expected_maps = run(xla_model, variables, images, upsample=False)
+    np.testing.assert_allclose(logits, expected_logits, rtol=1e-4, atol=1e-4)
+    assert maps.keys() == expected_maps.keys() == {"att1", "att2", "att3"}
+    for name, expected in expected_maps.items():
+        np.testing.assert_allclose(maps[name], expected, rtol=1e-4, atol=1e-5)

@@ -80,7 +80,7 @@ class PreActBottleneck(nn.Module):
     Attributes:
       width: bottleneck width (the block outputs `EXPANSION * width` channels).
       stride: 1, or 2 to halve the resolution (on the 3x3 convolution and the shortcut).
-      conv_impl: "auto", "xla" or "matmul" (see models/conv.py).
+      conv_impl: "auto", "xla", "matmul" or "winograd" (see models/conv.py).
       dtype: computation dtype.
     """
 
@@ -135,7 +135,7 @@ class PreActResNetAtt(nn.Module):
       projection: "down" (paper: g mapped to the stage-2 width for "att1") or "up" (the
         stage-2 features projected up to the width of g).
       head: "concat" or "indep".
-      conv_impl: "auto", "xla" or "matmul" (see models/conv.py); parameters are the same.
+      conv_impl: "auto", "xla", "matmul" or "winograd" (see models/conv.py); same parameters.
       remat: "none", "full" or "keep_conv" rematerialisation of each bottleneck (see
         models/remat.py); parameters are the same.
       dtype: computation dtype (parameters are float32).

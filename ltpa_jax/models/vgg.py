@@ -82,7 +82,7 @@ class VGGAtt(nn.Module):
       projection: "up" or "down", how att1 (256 channels) is matched to g (512).
       head: "concat" or "indep".
       batch_norm: batch norm after each conv.
-      conv_impl: "auto", "xla" or "matmul" (see models/conv.py); parameters are the same.
+      conv_impl: "auto", "xla", "matmul" or "winograd" (see models/conv.py); same parameters.
       remat: "none", "full" or "keep_conv" rematerialisation of each conv block (see
         models/remat.py); parameters are the same.
       dtype: computation dtype (parameters are float32).
