@@ -48,12 +48,12 @@ def _value_and_grads(conv, x, w, cotangent):
     return [np.asarray(a, np.float32) for a in (y, *grads)]
 
 
-# The models' 3x3 "same" convolutions: channel counts at widths 1/16 to 1 (3 for RGB goes to
-# matmul_conv), spatial sizes 32 down to 2 for CIFAR and the odd 7 of 224x224 inputs.
-WINOGRAD_SHAPES = [(2, 8, 8, 16, 16), (2, 4, 4, 32, 64), (1, 7, 7, 16, 8), (2, 2, 2, 64, 32)]
+# The models' 3x3 "same" convolutions (shape [B, H, W, C_in, C_out]): spatial sizes 32 down
+# to 2 for CIFAR and the odd 7 of 224x224 inputs, 64 and more input channels for Winograd.
+WINOGRAD_SHAPES = [(2, 8, 8, 64, 64), (2, 4, 4, 64, 128), (1, 7, 7, 64, 16), (2, 2, 2, 128, 64)]
 
 
-@pytest.mark.parametrize("shape", WINOGRAD_SHAPES + [(2, 6, 5, 3, 8), (1, 1, 1, 16, 4)])
+@pytest.mark.parametrize("shape", WINOGRAD_SHAPES + [(2, 6, 5, 3, 8), (1, 1, 1, 64, 4)])
 @pytest.mark.parametrize("impl", [winograd_conv, matmul_conv], ids=["winograd", "matmul"])
 def test_conv_equals_lax_conv_in_value_and_gradient_float32(impl, shape):
     """Tolerance: 1e-4 relative to each array's largest entry (float32 rounding)."""
@@ -90,13 +90,13 @@ def test_conv_equals_lax_conv_in_value_and_gradient_bfloat16(impl, shape):
 
 def test_winograd_hands_other_convolutions_to_matmul_conv():
     rng = np.random.default_rng(1)
-    x = jnp.asarray(rng.normal(size=(2, 6, 6, 16)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(2, 6, 6, 64)), jnp.float32)
     for kernel, padding in [((1, 1), ((0, 0), (0, 0))), ((3, 3), "VALID"), ((2, 2), "VALID")]:
-        w = jnp.asarray(rng.normal(size=(*kernel, 16, 4)), jnp.float32)
+        w = jnp.asarray(rng.normal(size=(*kernel, 64, 4)), jnp.float32)
         expected = lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=DIMS)
         got = winograd_conv(x, w, (1, 1), padding, dimension_numbers=DIMS)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
-    w = jnp.asarray(rng.normal(size=(3, 3, 16, 4)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 64, 4)), jnp.float32)
     expected = lax.conv_general_dilated(x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DIMS)
     got = winograd_conv(x, w, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DIMS)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
@@ -114,10 +114,10 @@ def test_auto_picks_winograd_on_cpu_and_rejects_unknown():
 
 @pytest.mark.parametrize("conv_impl", ["matmul", "winograd"])
 def test_same_parameters_same_logits_and_attention_with_each_implementation(conv_impl):
-    """At width 1/16 the model has 4 to 32 channels: winograd runs the 16- and 32-channel
-    layers and hands the others to matmul_conv."""
+    """At width 1/8 the model has 8 to 64 channels: winograd runs the layers with 64 input
+    channels and hands the others to matmul_conv."""
     config = default.get_config()
-    config.model.width = 1 / 16
+    config.model.width = 1 / 8
     images = jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 32, 3)), jnp.float32)
     config.model.conv_impl = "xla"
     xla_model = create_model(config)

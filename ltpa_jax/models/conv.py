@@ -7,8 +7,8 @@ machines we test on). Two replacements built from matrix multiplies:
   padded input (im2col);
 - `winograd_conv`: each 3x3 stride-1 "same" convolution by Winograd's minimal filtering
   F(2x2, 3x3) (Lavin & Gray, CVPR 2016): 16 matmuls over transformed 4x4 input tiles, 2.25x
-  fewer multiply-adds than im2col, exact up to float rounding. Other convolutions go to
-  `matmul_conv`.
+  fewer multiply-adds than im2col, exact up to float rounding. Other convolutions, and those
+  with fewer than 64 input channels, go to `matmul_conv`.
 
 Every implementation keeps the kernel's [kh, kw, C_in, C_out] shape and name, so checkpoints
 are interchangeable between them.
@@ -93,9 +93,10 @@ def matmul_conv(
 _WINOGRAD_BT = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
 _WINOGRAD_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
 _WINOGRAD_AT = ((1, 1, 1, 0), (0, 1, -1, -1))
-MIN_WINOGRAD_CHANNELS = 16
-"""Below this many input channels `winograd_conv` uses `matmul_conv` (one long im2col row,
-e.g. 27 for RGB, feeds a matmul better than 16 matmuls of 3 channels)."""
+MIN_WINOGRAD_CHANNELS = 64
+"""Below this many input channels `winograd_conv` uses `matmul_conv`: on 2 CPU cores the two
+run a 64-channel layer equally fast, Winograd compiles slower, and a short im2col row (27
+numbers for RGB) feeds one matmul better than 16 matmuls of 3 channels."""
 
 
 def winograd_conv(
@@ -113,7 +114,7 @@ def winograd_conv(
     """3x3 "same" convolution by Winograd F(2x2, 3x3); same signature as lax's.
 
     Computes NHWC inputs [B, H, W, C_in] with HWIO kernels [3, 3, C_in, C_out], unit strides
-    and dilations, one feature group, padding ((1, 1), (1, 1)) and C_in >= 16; anything else
+    and dilations, one feature group, padding ((1, 1), (1, 1)) and C_in >= 64; anything else
     goes to `matmul_conv`. Odd H or W are padded by one zero row/column and cropped.
 
     Returns:
