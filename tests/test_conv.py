@@ -132,3 +132,40 @@ def test_same_parameters_same_logits_and_attention_with_each_implementation(conv
     assert maps.keys() == expected_maps.keys() == {"att1", "att2", "att3"}
     for name, expected in expected_maps.items():
         np.testing.assert_allclose(maps[name], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_winograd_conv_on_a_batch_sharded_over_8_devices():
+    """The data-parallel layout of training: batch on the mesh's "data" axis, kernel
+    replicated. Values and gradients match the single-device ones, the output stays batch
+    sharded, and the compiled program gathers no activations (only the kernel gradient is
+    summed across devices)."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from ltpa_jax.train import create_mesh
+
+    mesh = create_mesh()
+    assert mesh.size == 8
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(8, 8, 8, 64)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 64, 16)) / 24, jnp.float32)
+    cotangent = jnp.asarray(rng.normal(size=(8, 8, 8, 16)), jnp.float32)
+    expected = _value_and_grads(winograd_conv, x, kernel, cotangent)
+
+    def pairing(x, w, ct):
+        y = winograd_conv(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=DIMS)
+        return jnp.sum(y * ct), y
+
+    batch, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+    step = jax.jit(
+        jax.value_and_grad(pairing, argnums=(0, 1), has_aux=True),
+        in_shardings=(batch, replicated, batch),
+    )
+    args = (jax.device_put(x, batch), jax.device_put(kernel, replicated))
+    args += (jax.device_put(cotangent, batch),)
+    (_, y), (dx, dw) = step(*args)
+    assert y.sharding.is_equivalent_to(batch, 4) and dx.sharding.is_equivalent_to(batch, 4)
+    program = step.lower(*args).compile().as_text()
+    assert "all-reduce" in program and "all-gather" not in program
+    for got, want in zip((y, dx, dw), expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
