@@ -1,6 +1,8 @@
 """The matmul (im2col) and Winograd convolutions equal XLA's, in value and gradient, so
 conv_impl never changes a model's outputs."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,15 +39,32 @@ def test_strided_conv_falls_back_to_lax():
     np.testing.assert_allclose(got, expected)
 
 
+def _pairing(conv, x, w, cotangent):
+    """(<conv(x, w), cotangent> in float32, conv(x, w)) for a 3x3 "same" convolution."""
+    y = conv(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=DIMS)
+    return jnp.sum(y.astype(jnp.float32) * cotangent), y
+
+
+def _value_and_grads_fn(conv, **jit_kwargs):
+    """jit of (x, w, cotangent) -> ((pairing, conv(x, w)), (d/dx, d/dw)) of `_pairing`."""
+    pairing = functools.partial(_pairing, conv)
+    return jax.jit(jax.value_and_grad(pairing, argnums=(0, 1), has_aux=True), **jit_kwargs)
+
+
 def _value_and_grads(conv, x, w, cotangent):
     """conv(x, w) and the gradients of <conv(x, w), cotangent> for x and w, in float32."""
-
-    def pairing(x, w):
-        y = conv(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=DIMS)
-        return jnp.sum(y.astype(jnp.float32) * cotangent), y
-
-    (_, y), grads = jax.jit(jax.value_and_grad(pairing, argnums=(0, 1), has_aux=True))(x, w)
+    (_, y), grads = _value_and_grads_fn(conv)(x, w, cotangent)
     return [np.asarray(a, np.float32) for a in (y, *grads)]
+
+
+def _random_conv_inputs(shape, dtype):
+    """Input [B, H, W, C_in], 3x3 kernel and output cotangent for `shape` (B, H, W, C_in, C_out)."""
+    b, h, w, c_in, c_out = shape
+    rng = np.random.default_rng(sum(shape))
+    x = jnp.asarray(rng.normal(size=(b, h, w, c_in)), dtype)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, c_in, c_out)) / np.sqrt(9 * c_in), dtype)
+    cotangent = jnp.asarray(rng.normal(size=(b, h, w, c_out)), dtype)
+    return x, kernel, cotangent
 
 
 # The models' 3x3 "same" convolutions (shape [B, H, W, C_in, C_out]): spatial sizes 32 down
@@ -57,11 +76,7 @@ WINOGRAD_SHAPES = [(2, 8, 8, 64, 64), (2, 4, 4, 64, 128), (1, 7, 7, 64, 16), (2,
 @pytest.mark.parametrize("impl", [winograd_conv, matmul_conv], ids=["winograd", "matmul"])
 def test_conv_equals_lax_conv_in_value_and_gradient_float32(impl, shape):
     """Tolerance: 1e-4 relative to each array's largest entry (float32 rounding)."""
-    b, h, w, c_in, c_out = shape
-    rng = np.random.default_rng(sum(shape))
-    x = jnp.asarray(rng.normal(size=(b, h, w, c_in)), jnp.float32)
-    kernel = jnp.asarray(rng.normal(size=(3, 3, c_in, c_out)) / np.sqrt(9 * c_in), jnp.float32)
-    cotangent = jnp.asarray(rng.normal(size=(b, h, w, c_out)), jnp.float32)
+    x, kernel, cotangent = _random_conv_inputs(shape, jnp.float32)
     expected = _value_and_grads(lax.conv_general_dilated, x, kernel, cotangent)
     for got, want in zip(_value_and_grads(impl, x, kernel, cotangent), expected, strict=True):
         assert got.shape == want.shape
@@ -75,11 +90,7 @@ def test_conv_equals_lax_conv_in_value_and_gradient_bfloat16(impl, shape):
     numbers. Tolerance: 3e-2 relative to each array's largest entry (bfloat16 keeps 8
     significant bits, ~4e-3, and the sums round at every step); the float32 reference's own
     bfloat16 rounding alone gives up to 4e-3."""
-    b, h, w, c_in, c_out = shape
-    rng = np.random.default_rng(sum(shape))
-    x = jnp.asarray(rng.normal(size=(b, h, w, c_in)), jnp.bfloat16)
-    kernel = jnp.asarray(rng.normal(size=(3, 3, c_in, c_out)) / np.sqrt(9 * c_in), jnp.bfloat16)
-    cotangent = jnp.asarray(rng.normal(size=(b, h, w, c_out)), jnp.bfloat16)
+    x, kernel, cotangent = _random_conv_inputs(shape, jnp.bfloat16)
     expected = _value_and_grads(
         lax.conv_general_dilated, x.astype(jnp.float32), kernel.astype(jnp.float32), cotangent
     )
@@ -151,16 +162,8 @@ def test_winograd_conv_on_a_batch_sharded_over_8_devices():
     kernel = jnp.asarray(rng.normal(size=(3, 3, 64, 16)) / 24, jnp.float32)
     cotangent = jnp.asarray(rng.normal(size=(8, 8, 8, 16)), jnp.float32)
     expected = _value_and_grads(winograd_conv, x, kernel, cotangent)
-
-    def pairing(x, w, ct):
-        y = winograd_conv(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=DIMS)
-        return jnp.sum(y * ct), y
-
     batch, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
-    step = jax.jit(
-        jax.value_and_grad(pairing, argnums=(0, 1), has_aux=True),
-        in_shardings=(batch, replicated, batch),
-    )
+    step = _value_and_grads_fn(winograd_conv, in_shardings=(batch, replicated, batch))
     args = (jax.device_put(x, batch), jax.device_put(kernel, replicated))
     args += (jax.device_put(cotangent, batch),)
     (_, y), (dx, dw) = step(*args)
