@@ -28,11 +28,10 @@ Example:
     >>> next(batches)["image"].shape  # [batch_size // process_count, 32, 32, 3]
 """
 
-import dataclasses
 import functools
 import math
-from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import ml_collections
@@ -40,9 +39,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from ltpa_jax import cluttered_digits
+from ltpa_jax.data import cluttered_digits
+from ltpa_jax.data.registry import DATASETS, DatasetInfo, get_dataset_info  # noqa: F401
 
-Augmentation = Literal["pad_crop", "resize_crop", "none"]
 Batch = dict[str, np.ndarray]
 
 CLUTTERED_DIGITS_SEED = 0  # The generated dataset is fixed; `config.seed` orders and augments.
@@ -64,131 +63,6 @@ _hide_gpus_from_tf()
 
 class DatasetNotFoundError(FileNotFoundError):
     """A TFDS dataset is not prepared where the config says it is."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    """What the pipeline needs to know about one dataset.
-
-    Attributes:
-        name: Registry name (the value of `config.dataset`).
-        tfds_name: TFDS builder name, or None for a dataset generated here.
-        train_split: Name of the training split.
-        test_split: Name of the evaluation split.
-        num_classes: Number of classes (the model's `num_classes` must match).
-        mean: Per-channel mean of the images in [0, 1], subtracted before dividing by `std`.
-        std: Per-channel standard deviation of the images in [0, 1].
-        flip: Random horizontal flips in training (not for digits: they are not symmetric).
-        augmentation: "pad_crop" (pad `crop_padding` pixels, random crop back to S),
-            "resize_crop" (resize to round(S * 8/7), random crop S) or "none".
-        native_size: Side of the stored images if fixed, else None (variable or generated).
-        has_box: Evaluation batches carry the object's `box` `[b, 4]` in input pixels.
-        has_segmentation: Evaluation batches carry a `segmentation` mask `[b, S, S]`.
-        manual_files: Files that a manual preparation expects in `config.manual_dir`.
-    """
-
-    name: str
-    tfds_name: str | None
-    train_split: str
-    test_split: str
-    num_classes: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    flip: bool
-    augmentation: Augmentation
-    native_size: int | None = None
-    has_box: bool = False
-    has_segmentation: bool = False
-    manual_files: tuple[str, ...] = ()
-
-
-_CIFAR10_MEAN, _CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-_CIFAR100_MEAN, _CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
-_SVHN_MEAN, _SVHN_STD = (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)
-_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-# Measured on 10,000 generated 64x64 training images (a mostly black canvas).
-_DIGITS_MEAN, _DIGITS_STD = (0.09, 0.09, 0.09), (0.20, 0.20, 0.20)
-
-DATASETS: Mapping[str, DatasetInfo] = {
-    info.name: info
-    for info in (
-        DatasetInfo(
-            name="cifar100",
-            tfds_name="cifar100",
-            train_split="train",
-            test_split="test",
-            num_classes=100,
-            mean=_CIFAR100_MEAN,
-            std=_CIFAR100_STD,
-            flip=True,
-            augmentation="pad_crop",
-            native_size=32,
-        ),
-        DatasetInfo(
-            name="cifar10",
-            tfds_name="cifar10",
-            train_split="train",
-            test_split="test",
-            num_classes=10,
-            mean=_CIFAR10_MEAN,
-            std=_CIFAR10_STD,
-            flip=True,
-            augmentation="pad_crop",
-            native_size=32,
-        ),
-        DatasetInfo(
-            name="svhn_cropped",
-            tfds_name="svhn_cropped",
-            train_split="train",
-            test_split="test",
-            num_classes=10,
-            mean=_SVHN_MEAN,
-            std=_SVHN_STD,
-            flip=False,  # Digits: a mirrored 2 is not a 2.
-            augmentation="pad_crop",
-            native_size=32,
-        ),
-        DatasetInfo(
-            name="caltech_birds2011",
-            tfds_name="caltech_birds2011",
-            train_split="train",
-            test_split="test",
-            num_classes=200,
-            mean=_IMAGENET_MEAN,
-            std=_IMAGENET_STD,
-            flip=True,
-            augmentation="resize_crop",
-            has_box=True,
-            has_segmentation=True,
-            manual_files=("CUB_200_2011.tgz", "segmentations.tgz"),
-        ),
-        DatasetInfo(
-            name="cluttered_digits",
-            tfds_name=None,
-            train_split="train",
-            test_split="test",
-            num_classes=cluttered_digits.NUM_CLASSES,
-            mean=_DIGITS_MEAN,
-            std=_DIGITS_STD,
-            flip=False,
-            augmentation="none",  # The placement is already random.
-            has_box=True,
-        ),
-    )
-}
-
-
-def get_dataset_info(name: str) -> DatasetInfo:
-    """Looks a dataset up in `DATASETS`.
-
-    Raises:
-        ValueError: For an unknown name; the message lists the valid ones.
-    """
-    if name not in DATASETS:
-        raise ValueError(
-            f"config.dataset={name!r} is not a known dataset; use one of {sorted(DATASETS)}."
-        )
-    return DATASETS[name]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from ltpa_jax import cluttered_digits
+from ltpa_jax.data import cluttered_digits
 
 SIZE = 64
 

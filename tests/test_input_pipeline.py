@@ -19,7 +19,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import default
-from ltpa_jax import cluttered_digits, input_pipeline
+from ltpa_jax import input_pipeline
+from ltpa_jax.data import cluttered_digits
 
 ROOT = Path(__file__).resolve().parents[1]
 MOCK_EXAMPLES = 20  # Every mocked TFDS split has this many examples.
