@@ -4,7 +4,9 @@ classifier, no attention), official ResNet recipe: see configs/cifar100_rn_att2.
     ltpa-train --config=configs/cifar100_rn164.py --workdir=/tmp/ltpa/cifar100_rn164
 """
 
-from configs import cifar100_rn_att2
+from ltpa_jax.configs import sibling
+
+cifar100_rn_att2 = sibling(__file__, "cifar100_rn_att2")
 
 
 def get_config():

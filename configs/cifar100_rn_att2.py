@@ -6,7 +6,7 @@ and random 32x32 crops of the 4-pixel reflect-padded image. No dropout (see mode
     ltpa-train --config=configs/cifar100_rn_att2.py --workdir=/tmp/ltpa/cifar100_rn_att2
 """
 
-from configs import default
+from ltpa_jax.configs import default
 
 
 def resnet_recipe(c):

@@ -3,7 +3,7 @@
 ltpa-train --config=configs/cifar100_vgg.py --workdir=/tmp/ltpa/cifar100_vgg
 """
 
-from configs import default
+from ltpa_jax.configs import default
 
 
 def get_config():

@@ -6,7 +6,7 @@ Paper: 22.97% top-1 error; official runs 22.98%; reference 22.62% (spec section 
         --workdir=/tmp/ltpa/cifar100_vgg_att3_concat_pc
 """
 
-from configs import default
+from ltpa_jax.configs import default
 
 
 def get_config():

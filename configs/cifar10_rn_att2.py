@@ -4,7 +4,9 @@ official ResNet recipe: see configs/cifar100_rn_att2.py.
     ltpa-train --config=configs/cifar10_rn_att2.py --workdir=/tmp/ltpa/cifar10_rn_att2
 """
 
-from configs import cifar100_rn_att2, default
+from ltpa_jax.configs import default, sibling
+
+cifar100_rn_att2 = sibling(__file__, "cifar100_rn_att2")
 
 
 def get_config():

@@ -3,7 +3,7 @@
 ltpa-train --config=configs/cifar10_vgg.py --workdir=/tmp/ltpa/cifar10_vgg
 """
 
-from configs import default
+from ltpa_jax.configs import default
 
 
 def get_config():

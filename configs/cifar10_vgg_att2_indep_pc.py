@@ -4,7 +4,7 @@
         --workdir=/tmp/ltpa/cifar10_vgg_att2_indep_pc
 """
 
-from configs import default
+from ltpa_jax.configs import default
 
 
 def get_config():

@@ -4,7 +4,7 @@
         --workdir=/tmp/ltpa/cifar10_vgg_att3_concat_dp
 """
 
-from configs import default
+from ltpa_jax.configs import default
 
 
 def get_config():

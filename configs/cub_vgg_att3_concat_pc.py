@@ -9,7 +9,7 @@ The global feature layer (a 7x7 convolution at 224x224) has no counterpart at 32
 initialised anew, as are the classifier layers. CUB must be prepared first (README, 'CUB').
 """
 
-from configs import default
+from ltpa_jax.configs import default
 
 
 def get_config():

@@ -11,7 +11,9 @@ The full-width VGG keeps ~1.4 GiB of activations per 224x224 image for its backw
 the learning rate scaled linearly from the CUB config's 0.1 at batch 32.
 """
 
-from configs import cub_vgg_att3_concat_pc
+from ltpa_jax.configs import sibling
+
+cub_vgg_att3_concat_pc = sibling(__file__, "cub_vgg_att3_concat_pc")
 
 
 def get_config():

@@ -7,7 +7,7 @@
 last 30%.
 """
 
-from configs import default
+from ltpa_jax.configs import default
 
 
 def get_config():

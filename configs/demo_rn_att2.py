@@ -9,7 +9,9 @@ pre-activation ResNet-20 (2 bottlenecks per stage) at half width: stage outputs 
 channels, g 128; 229,746 parameters. Measured: 88.2 % test accuracy in 6 minutes on 2 cores.
 """
 
-from configs import demo
+from ltpa_jax.configs import sibling
+
+demo = sibling(__file__, "demo")
 
 
 def get_config():

@@ -7,7 +7,9 @@ classifier reads the global feature g). The robustness comparison of the README
 (`ltpa-evaluate robustness --compare=...`) plots this run against the attention one.
 """
 
-from configs import demo
+from ltpa_jax.configs import sibling
+
+demo = sibling(__file__, "demo")
 
 
 def get_config():

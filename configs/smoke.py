@@ -3,7 +3,7 @@
 ltpa-train --config=configs/smoke.py --workdir=/tmp/ltpa/smoke --config.dataset=cluttered_digits
 """
 
-from configs import default
+from ltpa_jax.configs import default
 
 
 def get_config():

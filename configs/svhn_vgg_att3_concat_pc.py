@@ -3,7 +3,7 @@
 ltpa-train --config=configs/svhn_vgg_att3_concat_pc.py --workdir=/tmp/ltpa/svhn_vgg_att3_concat_pc
 """
 
-from configs import default
+from ltpa_jax.configs import default
 
 
 def get_config():

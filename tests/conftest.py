@@ -2,11 +2,10 @@
 
 * Every test runs with 8 forced CPU devices, so that each sharding path is exercised; the
   flag must be set before JAX initialises its backend, hence here.
-* The repo root is importable so that `configs` resolves.
+* `configs` resolves through pytest's `pythonpath` setting (pyproject.toml).
 """
 
 import os
-import sys
 from pathlib import Path
 
 # Every test runs with 8 forced CPU devices, and XLA's backend optimisations off: the test
@@ -20,8 +19,6 @@ os.environ["XLA_FLAGS"] = " ".join(
 ).strip()
 
 ROOT = str(Path(__file__).resolve().parents[1])
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 # The command-line tools re-execute themselves with glibc's malloc on huge pages (ltpa_jax/cli.py);
 # the subprocesses that tests start get that environment from the start instead.

@@ -1,0 +1,84 @@
+"""Base config: VGG-att3-concat-pc (the reference preset) on CIFAR-100.
+
+Every experiment config imports this one and overrides a few fields. Run it with
+
+    ltpa-train --config=configs/default.py --workdir=/tmp/ltpa/default
+
+Any field can be overridden from the command line, e.g. `--config.batch_size=256` or
+`--config.model.compatibility=dp`.
+"""
+
+import ml_collections
+
+
+def get_model_config() -> ml_collections.ConfigDict:
+    """The model section, shared by every config."""
+    m = ml_collections.ConfigDict()
+    m.backbone = "vgg"  # "vgg": the paper's VGG; "resnet": pre-activation ResNet (RN-att2).
+    m.depth = 164  # resnet only: 9n + 2 layers, n bottlenecks per stage (164 = ResNet-164).
+    m.num_classes = 100  # Classifier outputs; must equal the dataset's number of classes.
+    m.width = 1.0  # Channel multiplier (1.0 = the paper's widths); < 1 for fast tests and demos.
+    m.num_taps = 3  # Attention taps: 0 = plain VGG, 1/2/3 = att1/att2/att3 (the last n of L1-L3).
+    m.compatibility = "pc"  # "pc": <u, l + g> (parametrised) or "dp": <l, g> (dot product).
+    m.normalization = "softmax"  # "softmax" over space (maps sum to 1) or element-wise "sigmoid".
+    m.tap_position = "before"  # Tap L1-L3 "before" (paper) or "after" the max-pool that follows.
+    m.projection = (
+        "up"  # Width mismatch of L1 vs g: "up" (1x1 conv L1 -> 512) or "down" (g -> 256).
+    )
+    m.head = (
+        "concat"  # "concat": one classifier on all g_a; "indep": one per g_a, log-probs averaged.
+    )
+    m.batch_norm = True  # Batch norm after every conv (the paper's networks use it).
+    # "xla", "matmul" (im2col), "winograd" (fastest on CPU), "auto" (winograd on CPU only).
+    m.conv_impl = "auto"
+    return m
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """Returns the base config (CIFAR-100, VGG-att3-concat-pc, reference recipe)."""
+    c = ml_collections.ConfigDict()
+
+    # Data.
+    c.dataset = (
+        "cifar100"  # cifar100 | cifar10 | svhn_cropped | caltech_birds2011 | cluttered_digits
+    )
+    c.data_dir = ""  # TFDS data_dir ("" = TFDS default, ~/tensorflow_datasets).
+    c.manual_dir = ""  # TFDS manual_dir for datasets prepared by hand (CUB, see README).
+    c.image_size = 32  # Side of the square model input; a multiple of 32.
+    c.augment = (
+        True  # Training augmentation: crop with padding + flip (CIFAR), resize-crop-flip (CUB).
+    )
+    c.crop_padding = 4  # Pixels of padding before the random crop (32x32 datasets).
+    c.crop_padding_mode = "constant"  # Crop padding: "constant" (zeros) or "reflect".
+    c.shuffle_buffer = 50_000  # tf.data shuffle buffer (examples).
+    c.num_digits_train = 10_000  # cluttered_digits only: training images generated.
+    c.num_digits_test = 2_000  # cluttered_digits only: test images generated.
+
+    # Model.
+    c.model = get_model_config()
+
+    # Optimisation (reference recipe: SGD m 0.9, lr 0.1 halved every 25 epochs, wd 5e-4).
+    c.batch_size = 128  # Global batch size, split over all devices.
+    c.eval_batch_size = 256  # Global evaluation batch size.
+    c.num_epochs = 300  # Length of training in epochs of the training split.
+    c.num_train_steps = -1  # If > 0, train this many steps instead (for smoke tests and demos).
+    c.learning_rate = 0.1  # Initial learning rate.
+    c.lr_decay_factor = 0.5  # Multiply the learning rate by this at each decay.
+    c.lr_decay_every_epochs = 25  # Decay every n epochs (used when lr_decay_at_epochs is empty).
+    c.lr_decay_at_epochs = ()  # Decay epochs (may be fractional), e.g. (60, 120, 160); overrides.
+    c.warmup_epochs = 0.0  # Linear warm-up from 0 over this many epochs.
+    c.momentum = 0.9  # SGD momentum.
+    c.nesterov = False  # Nesterov momentum.
+    c.weight_decay = 5e-4  # L2 weight decay added to the gradient (as torch.optim.SGD does).
+    c.half_precision = False  # bfloat16 compute (parameters and optimizer state stay float32).
+    c.remat = "none"  # Recompute blocks in the backward pass: "none", "full" or "keep_conv".
+    c.seed = 0  # Seeds parameter init, data order and augmentation: same seed, same run.
+
+    # Logging, evaluation, checkpoints.
+    c.log_every_steps = 100  # Train metrics to TensorBoard/console every n steps.
+    c.eval_every_steps = 2_000  # Evaluate on the test split every n steps (and at the end).
+    c.checkpoint_every_steps = 2_000  # Save a checkpoint every n steps (and at the end).
+    c.keep_checkpoints = 3  # Keep the last n checkpoints.
+    c.num_picture_images = 16  # Test images in the attention picture of each evaluation (0: none).
+    c.init_from = ""  # Workdir or checkpoint dir of another run to initialise parameters from.
+    return c
