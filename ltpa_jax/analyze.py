@@ -29,7 +29,7 @@ import numpy as np
 from absl import app, flags
 
 from ltpa_jax import checkpointing, cli, features, input_pipeline, robustness, visualize
-from ltpa_jax.evaluate import attention_statistics_sums, finalize, localization_sums
+from ltpa_jax.localization import attention_statistics_sums, finalize, localization_sums
 from ltpa_jax.inference import predict_with_attention, upsample_maps
 
 COMMANDS = ("localization", "robustness", "probe")

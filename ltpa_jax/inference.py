@@ -1,5 +1,7 @@
 """Public inference API: logits and attention maps as pure, jit-able functions."""
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -33,49 +35,47 @@ def check_images(images: jax.Array) -> None:
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(
             f"images must be floating point and normalised as in training; got dtype {dtype}. "
-            "Use input_pipeline's normalisation (uint8 pixels are not accepted)."
+            "Use the dataset pipeline's normalisation (uint8 pixels are not accepted)."
         )
 
 
+def forward(model: nn.Module, variables: dict, images: jax.Array) -> dict[str, Any]:
+    """Everything one eval-mode forward pass gives: logits, raw attention maps, descriptors.
+
+    Pure and jit-able (`model` static); `forward_jit` is its one compiled version, which every
+    tool of the project calls. What a caller does not use is dropped by XLA.
+
+    Args:
+      model: a module from `create_model`.
+      variables: {"params": ..., "batch_stats": ...}.
+      images: normalised images, float [B, S, S, 3].
+
+    Returns:
+      {"logits": [B, num_classes], "maps": tap name -> map at the tap's resolution
+      [B, H_t, W_t] (empty without attention), "descriptors": "global" -> g [B, C_g] and each
+      tap's g_a [B, C] under its name}.
+    """
+    check_images(images)
+    logits, state = model.apply(
+        _model_variables(variables), images, train=False, mutable=list(_SOWN_COLLECTIONS)
+    )
+    return {
+        "logits": logits,
+        "maps": {name: value[0] for name, value in state.get("attention", {}).items()},
+        "descriptors": {name: value[0] for name, value in state.get("descriptors", {}).items()},
+    }
+
+
+forward_jit = jax.jit(forward, static_argnums=0)
+"""`forward` compiled once per model (a hashable flax module) and input shape."""
+
+
 def predict(model: nn.Module, variables: dict, images: jax.Array) -> jax.Array:
-    """Logits in eval mode (batch norm running averages).
+    """Logits in eval mode (batch norm running averages), [B, num_classes] float32.
 
-    Args:
-      model: a module from `create_model`.
-      variables: {"params": ..., "batch_stats": ...}.
-      images: normalised images, float [B, S, S, 3].
-
-    Returns:
-      logits, [B, num_classes] float32.
+    Args: as for `forward`.
     """
-    check_images(images)
-    return model.apply(variables, images, train=False)
-
-
-def attention_maps(
-    model: nn.Module, variables: dict, images: jax.Array, *, upsample: bool = True
-) -> dict[str, jax.Array]:
-    """Attention maps of every tap, in eval mode.
-
-    Pure: no side effects, usable under `jax.jit` (with `model` and `upsample` static).
-
-    Args:
-      model: a module from `create_model`.
-      variables: {"params": ..., "batch_stats": ...}.
-      images: normalised images, float [B, S, S, 3].
-      upsample: bilinearly upsample each map to the input resolution [B, S, S]; otherwise
-        maps are at their tap's resolution [B, H_t, W_t].
-
-    Returns:
-      tap name (e.g. "att1") -> normalised attention map [B, H, W] float32. Empty for a
-      model without attention.
-    """
-    check_images(images)
-    _, state = model.apply(_model_variables(variables), images, train=False, mutable=["attention"])
-    maps = {name: value[0] for name, value in state.get("attention", {}).items()}
-    if upsample:
-        maps = upsample_maps(maps, images.shape[1])
-    return maps
+    return forward(model, variables, images)["logits"]
 
 
 def predict_with_attention(
@@ -83,21 +83,31 @@ def predict_with_attention(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Logits and attention maps from one forward pass in eval mode.
 
+    Pure: usable under `jax.jit` (with `model` and `upsample` static).
+
     Args:
-      model, variables, images: as for `predict`.
-      upsample: as for `attention_maps`.
+      model, variables, images: as for `forward`.
+      upsample: bilinearly upsample each map to the input resolution [B, S, S]; otherwise
+        maps are at their tap's resolution [B, H_t, W_t].
 
     Returns:
-      (logits [B, num_classes], tap name -> map [B, S, S] or [B, H_t, W_t]).
+      (logits [B, num_classes], tap name -> normalised map [B, S, S] or [B, H_t, W_t]).
     """
-    check_images(images)
-    logits, state = model.apply(
-        _model_variables(variables), images, train=False, mutable=["attention"]
-    )
-    maps = {name: value[0] for name, value in state.get("attention", {}).items()}
-    if upsample:
-        maps = upsample_maps(maps, images.shape[1])
-    return logits, maps
+    out = forward(model, variables, images)
+    maps = upsample_maps(out["maps"], images.shape[1]) if upsample else out["maps"]
+    return out["logits"], maps
+
+
+def attention_maps(
+    model: nn.Module, variables: dict, images: jax.Array, *, upsample: bool = True
+) -> dict[str, jax.Array]:
+    """Attention maps of every tap, in eval mode: `predict_with_attention` without logits.
+
+    Returns:
+      tap name (e.g. "att1") -> normalised attention map [B, S, S] (or [B, H_t, W_t] without
+      upsample) float32. Empty for a model without attention.
+    """
+    return predict_with_attention(model, variables, images, upsample=upsample)[1]
 
 
 def upsample_maps(maps: dict[str, jax.Array], size: int) -> dict[str, jax.Array]:
@@ -111,14 +121,7 @@ def upsample_maps(maps: dict[str, jax.Array], size: int) -> dict[str, jax.Array]
 def descriptors(model: nn.Module, variables: dict, images: jax.Array) -> dict[str, jax.Array]:
     """Image descriptors in eval mode: g under "global" and each tap's g_a under its name.
 
-    Args:
-      model, variables, images: as for `predict`.
-
     Returns:
       name -> [B, C] float32.
     """
-    check_images(images)
-    _, state = model.apply(
-        _model_variables(variables), images, train=False, mutable=["descriptors"]
-    )
-    return {name: value[0] for name, value in state["descriptors"].items()}
+    return forward(model, variables, images)["descriptors"]

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from configs import smoke
-from ltpa_jax import analyze, checkpointing, evaluate, features, input_pipeline, train, visualize
+from ltpa_jax import analyze, checkpointing, features, localization, input_pipeline, train, visualize
 from ltpa_jax.inference import predict_with_attention
 from ltpa_jax.models import create_model
 
@@ -129,8 +129,8 @@ def test_localization_on_mock_cub_scores_against_segmentation_masks():
     assert set(scores) == {"att1", "att2", "att3", "combined"}
     # The same numbers by hand from the batch: the Jaccard is against the CUB masks.
     _, maps = predict_with_attention(model, variables, batch["image"])
-    expected = evaluate.finalize(
-        evaluate.localization_sums(
+    expected = localization.finalize(
+        localization.localization_sums(
             maps, batch["box"], batch["mask"], segmentation=batch["segmentation"]
         )
     )
