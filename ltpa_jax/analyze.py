@@ -1,54 +1,53 @@
-"""Command line: measure the paper's claims on a trained run, with tables, CSVs and pictures.
+"""ltpa-analyze: measure the paper's claims on a trained run, with tables, CSVs and pictures.
+
+Commands (one per call; every flag below is shared by the three, see --help):
 
     ltpa-analyze localization --workdir=/tmp/ltpa/demo
     ltpa-analyze robustness --workdir=/tmp/ltpa/demo --compare=/tmp/ltpa/demo_vgg
     ltpa-analyze probe --workdir=/tmp/ltpa/demo --probe_dataset=svhn_cropped
 
 * `localization`: per tap and for the combined map, the pointing game, the attention mass in
-  the ground-truth box and the Jaccard index of the thresholded map (`evaluate`), on datasets
-  with boxes (cluttered_digits; caltech_birds2011, whose Jaccard is against its segmentation
-  masks), plus the attention statistics of every tap (any dataset) and a picture with boxes.
+  the ground-truth box and the Jaccard index of the thresholded map (`ltpa_jax.localization`),
+  on datasets with boxes (cluttered_digits; caltech_birds2011, whose Jaccard is against its
+  segmentation masks), plus the attention statistics of every tap (any dataset) and a picture
+  with boxes.
 * `robustness`: top-1 accuracy against the FGSM or PGD epsilon (`robustness`) for this run and
   the `--compare` runs, as a table, a CSV and one plot.
 * `probe`: the run's descriptors of `--probe_dataset` (train and test) saved as .npz, and a
   logistic-regression probe on each (`features`), the paper's cross-domain experiment.
 
 Everything is written to `--out` (default `<workdir>/analysis/`), named by split and step.
-Runs on the default device, one batch at a time.
+Runs on the default device, one batch at a time. Each command is a function of this module
+(`localization`, `attack`, `probe`) that a notebook can call with `rundir.open_run(workdir)`.
 """
 
 import csv
 import functools
+import io
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
+from etils import epath
 
-from ltpa_jax import checkpointing, cli, features, input_pipeline, robustness, visualize
+from ltpa_jax import cli, data, features, robustness, rundir, visualize
+from ltpa_jax.inference import forward_jit, upsample_maps
 from ltpa_jax.localization import attention_statistics_sums, finalize, localization_sums
-from ltpa_jax.inference import predict_with_attention, upsample_maps
 
 COMMANDS = ("localization", "robustness", "probe")
 
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "A training run's workdir (config.json, checkpoints/)."
-)
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to read (default: the latest).")
-_SPLIT = flags.DEFINE_enum("split", "test", ["test", "train"], "Split to evaluate on.")
-_NUM_IMAGES = flags.DEFINE_integer("num_images", -1, "Images of the split to use (<= 0: all).")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 100, "Images per forward pass.")
 _THRESHOLD = flags.DEFINE_string(
     "threshold", "otsu", "localization: segmentation threshold, 'otsu' or a value in [0, 1]."
 )
 _EPSILONS = flags.DEFINE_list(
     "epsilons", ["0", "1", "2", "4", "8"], "robustness: attack strengths, in /255 pixel units."
 )
-_ATTACK = flags.DEFINE_enum("attack", "fgsm", ["fgsm", "pgd"], "robustness: the attack.")
-_PGD_STEPS = flags.DEFINE_integer("pgd_steps", 10, "robustness: iterations of PGD.")
+_ATTACK = flags.DEFINE_enum("attack", "fgsm", list(robustness.ATTACKS), "robustness: the attack.")
+_PGD_STEPS = flags.DEFINE_integer("pgd_steps", 10, "robustness: iterations of PGD.", lower_bound=1)
 _COMPARE = flags.DEFINE_list(
     "compare", [], "robustness: workdirs of other runs to attack and plot on the same figure."
 )
@@ -58,12 +57,6 @@ _PROBE_DATASET = flags.DEFINE_string(
 _PROBE_TRAIN = flags.DEFINE_integer(
     "probe_train_images", 5000, "probe: training images of the probe dataset (<= 0: all)."
 )
-_OUT = flags.DEFINE_string("out", None, "Output folder (default: <workdir>/analysis).")
-
-
-def _batches(config, split: str, num_images: int) -> Iterator[dict[str, np.ndarray]]:
-    """Padded evaluation batches of a split, the rows past `num_images` masked out."""
-    return input_pipeline.first_examples(input_pipeline.eval_batches(config, split), num_images)
 
 
 def _progress(done: int, total: int | None, what: str) -> None:
@@ -72,8 +65,8 @@ def _progress(done: int, total: int | None, what: str) -> None:
     print(f"[{done}/{total if total else '?'} images] {what}", end=end, flush=True)
 
 
-def _split_total(config, split: str, num_images: int) -> int:
-    total = input_pipeline.split_size(config, split)
+def _split_total(pipeline: data.Pipeline, split: str, num_images: int) -> int:
+    total = pipeline.split_size(split)
     return min(total, num_images) if num_images > 0 else total
 
 
@@ -90,14 +83,13 @@ def _table(rows: dict[str, dict[str, float]], columns: Sequence[str], first: str
     return "\n".join(lines)
 
 
-def _write_csv(path: str, rows: dict[str, dict[str, float]], columns: Sequence[str], first: str):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow([first, *columns])
-        for name, values in rows.items():
-            writer.writerow([name, *(_cell(values.get(c)) for c in columns)])
-    return path
+def _write_csv(path, rows: dict[str, dict[str, float]], columns: Sequence[str], first: str) -> str:
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow([first, *columns])
+    for name, values in rows.items():
+        writer.writerow([name, *(_cell(values.get(c)) for c in columns)])
+    return os.fspath(rundir.write_text(path, text.getvalue()))
 
 
 def _cell(value) -> str:
@@ -108,7 +100,7 @@ def _cell(value) -> str:
 @functools.partial(jax.jit, static_argnums=(0, 5))
 def _localization_batch(model, variables, images, boxes, mask, threshold, segmentation):
     """Sums of the localization scores and of the attention statistics of one batch."""
-    _, raw = predict_with_attention(model, variables, images, upsample=False)
+    raw = forward_jit(model, variables, images)["maps"]
     maps = upsample_maps(raw, images.shape[1])
     stats = {name: attention_statistics_sums(m, mask) for name, m in raw.items()}
     if boxes is None:
@@ -117,25 +109,33 @@ def _localization_batch(model, variables, images, boxes, mask, threshold, segmen
     return stats, scores
 
 
-def localization_scores(config, model, variables, split: str, num_images: int, threshold):
+def localization_scores(
+    pipeline: data.Pipeline,
+    model,
+    variables,
+    *,
+    split: str,
+    num_images: int,
+    batch_size: int,
+    threshold: str | float,
+):
     """Attention statistics and localization scores of a model over (part of) a split.
 
     Args:
-      config: the run's config (dataset, image size, eval_batch_size).
-      model, variables: from `checkpointing.load_run`.
+      pipeline: the run's dataset (`data.Pipeline.from_config(run.config)`).
+      model, variables: from `rundir.open_run`.
       split: "test" or "train"; num_images: images to use (<= 0: all).
+      batch_size: images per forward pass.
       threshold: "otsu" or a float in [0, 1], for the segmentation Jaccard.
 
     Returns:
       (statistics {tap: {...}}, scores {map: {"pointing", "mass", "jaccard", "count"}} or None
       for a dataset without boxes, the first batch (for pictures)).
     """
-    info = input_pipeline.get_dataset_info(config.dataset)
-    if not config.model.num_taps:
-        raise ValueError("This run's model has no attention (model.num_taps=0): nothing to score.")
-    total = _split_total(config, split, num_images)
+    info = pipeline.info
+    total = _split_total(pipeline, split, num_images)
     stats_sums, score_sums, done, first = None, None, 0, None
-    for batch in _batches(config, split, num_images):
+    for batch in pipeline.eval_batches(split, num_examples=num_images, batch_size=batch_size):
         first = batch if first is None else first
         stats, scores = _localization_batch(
             model,
@@ -154,7 +154,7 @@ def localization_scores(config, model, variables, split: str, num_images: int, t
     return finalize(stats_sums), scores, first
 
 
-def _threshold(text: str) -> str | float:
+def parse_threshold(text: str) -> str | float:
     """--threshold as "otsu" or a float in [0, 1]."""
     try:
         value = text if text == "otsu" else float(text)
@@ -165,52 +165,91 @@ def _threshold(text: str) -> str | float:
     return value
 
 
-def localization_command(config, model, variables, step, out) -> dict[str, str]:
-    """Pointing game, mass in box and Jaccard per tap, and attention statistics; see module."""
-    info = input_pipeline.get_dataset_info(config.dataset)
-    threshold = _threshold(_THRESHOLD.value)
+def parse_epsilons(texts: Sequence[str]) -> list[float]:
+    """--epsilons (strengths in /255 units) as floats in [0, 1] units."""
+    values = []
+    for text in texts:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0.0 <= value <= 255.0:
+            raise ValueError(
+                f"--epsilons={','.join(texts)}: {text!r} is not a strength in [0, 255] (/255 "
+                "pixel units); give numbers, e.g. --epsilons=0,1,2,4,8."
+            )
+        values.append(value / 255)
+    return values
+
+
+def localization(
+    run: rundir.Run,
+    *,
+    split: str = "test",
+    num_images: int = -1,
+    batch_size: int = 100,
+    threshold: str | float = "otsu",
+    out: str | None = None,
+) -> dict[str, str]:
+    """Pointing game, mass in box and Jaccard per tap, and attention statistics; see module.
+
+    Returns:
+      what -> path of each file written (CSVs, picture).
+    """
+    if not run.config.model.num_taps:
+        raise ValueError("This run's model has no attention (model.num_taps=0): nothing to score.")
+    out = epath.Path(out) if out else run.rundir.analysis_dir
+    pipeline = data.Pipeline.from_config(run.config)
     statistics, scores, first = localization_scores(
-        config, model, variables, _SPLIT.value, _NUM_IMAGES.value, threshold
+        pipeline,
+        run.model,
+        run.variables,
+        split=split,
+        num_images=num_images,
+        batch_size=batch_size,
+        threshold=threshold,
     )
     done = int(next(iter(statistics.values()))["count"])
     written = {}
     columns = ("entropy", "peak", "peak_to_mean", "near_zero_fraction", "uniform_fraction")
-    print(f"\nAttention statistics ({done} {_SPLIT.value} images, step {step}):")
+    print(f"\nAttention statistics ({done} {split} images, step {run.step}):")
     print(_table(statistics, columns, "tap"))
     written["statistics"] = _write_csv(
-        os.path.join(out, f"statistics_{_SPLIT.value}_step{step}.csv"), statistics, columns, "tap"
+        out / f"statistics_{split}_step{run.step}.csv", statistics, columns, "tap"
     )
     if scores is not None:
-        truth = "segmentation masks" if info.has_segmentation else "boxes"
+        truth = "segmentation masks" if pipeline.info.has_segmentation else "boxes"
         print(
-            f"\nLocalization ({done} {_SPLIT.value} images; Jaccard of the {threshold} "
+            f"\nLocalization ({done} {split} images; Jaccard of the {threshold} "
             f"threshold against the {truth}):"
         )
         print(_table(scores, ("pointing", "mass", "jaccard"), "map"))
         written["localization"] = _write_csv(
-            os.path.join(out, f"localization_{_SPLIT.value}_step{step}.csv"),
+            out / f"localization_{split}_step{run.step}.csv",
             scores,
             ("pointing", "mass", "jaccard"),
             "map",
         )
     else:
-        print(f"\n{config.dataset} has no ground-truth boxes: localization scores skipped.")
-    written["picture"] = _localization_picture(config, model, variables, first, out, step)
+        print(f"\n{run.config.dataset} has no ground-truth boxes: localization scores skipped.")
+    written["picture"] = _localization_picture(
+        pipeline, run, first, out / f"attention_{split}_step{run.step}.png"
+    )
     return written
 
 
-def _localization_picture(config, model, variables, batch, out, step) -> str:
+def _localization_picture(pipeline: data.Pipeline, run: rundir.Run, batch, path) -> str:
     """The first 16 images with their overlays (and boxes), as a PNG grid."""
     n = min(16, int(batch["mask"].sum()))
     images = jnp.asarray(batch["image"][:n])
-    logits, maps = jax.jit(predict_with_attention, static_argnums=0)(model, variables, images)
+    result = forward_jit(run.model, run.variables, images)
     return visualize.save_attention_grid(
-        os.path.join(out, f"attention_{_SPLIT.value}_step{step}.png"),
-        input_pipeline.denormalize(batch["image"][:n], config.dataset),
-        {k: np.asarray(v) for k, v in maps.items()},
+        path,
+        pipeline.denormalize(batch["image"][:n]),
+        {k: np.asarray(v) for k, v in upsample_maps(result["maps"], images.shape[1]).items()},
         batch["label"][:n],
-        np.asarray(logits.argmax(-1)),
-        input_pipeline.class_names(config),
+        np.asarray(result["logits"].argmax(-1)),
+        pipeline.class_names,
         boxes=batch["box"][:n] if "box" in batch else None,
     )
 
@@ -223,78 +262,114 @@ def run_label(workdir: str, config) -> str:
     return f"{os.path.basename(os.path.normpath(workdir))} ({model})"
 
 
-def robustness_command(config, model, variables, step, out) -> dict[str, str]:
-    """Top-1 accuracy against epsilon for this run and the --compare runs, table and plot."""
-    epsilons = [float(e) / 255 for e in _EPSILONS.value]
-    runs = [(_WORKDIR.value, config, model, variables)]
-    for workdir in _COMPARE.value:
-        other_config, other_model, other_variables, _ = checkpointing.load_run(workdir)
-        runs.append((workdir, other_config, other_model, other_variables))
+def attack(
+    run: rundir.Run,
+    *,
+    compare: Sequence[str] = (),
+    split: str = "test",
+    num_images: int = -1,
+    batch_size: int = 100,
+    epsilons: Sequence[float] = (0, 1 / 255, 2 / 255, 4 / 255, 8 / 255),
+    attack: str = "fgsm",
+    pgd_steps: int = 10,
+    out: str | None = None,
+) -> dict[str, str]:
+    """Top-1 accuracy against epsilon for this run and the `compare` runs: table and plot.
+
+    Args:
+      run: the run to attack (`rundir.open_run`); compare: workdirs of other runs.
+      epsilons: attack strengths in [0, 1] pixel units; attack: "fgsm" or "pgd".
+      split, num_images, batch_size, out: as for `localization`.
+    """
+    out = epath.Path(out) if out else run.rundir.analysis_dir
+    runs = [run, *(rundir.open_run(workdir) for workdir in compare)]
     curves = {}
-    for workdir, run_config, run_model, run_variables in runs:
-        label = run_label(workdir, run_config)
-        info = input_pipeline.get_dataset_info(run_config.dataset)
-        run_config.eval_batch_size = _BATCH_SIZE.value
+    for each in runs:
+        label = run_label(os.fspath(each.rundir), each.config)
+        pipeline = data.Pipeline.from_config(each.config)
         batches = [
             {k: b[k] for k in ("image", "label", "mask")}
-            for b in _batches(run_config, _SPLIT.value, _NUM_IMAGES.value)
+            for b in pipeline.eval_batches(split, num_examples=num_images, batch_size=batch_size)
         ]
-        print(f"{label}: {_ATTACK.value} on {sum(int(b['mask'].sum()) for b in batches)} images")
+        print(f"{label}: {attack} on {sum(int(b['mask'].sum()) for b in batches)} images")
         curves[label] = robustness.accuracy_under_attack(
-            run_model,
-            run_variables,
+            each.model,
+            each.variables,
             batches,
-            epsilons,
-            attack=_ATTACK.value,
-            mean=info.mean,
-            std=info.std,
-            steps=_PGD_STEPS.value,
+            list(epsilons),
+            attack=attack,
+            mean=pipeline.info.mean,
+            std=pipeline.info.std,
+            steps=pgd_steps,
             progress=lambda line: print("  " + line, flush=True),
         )
     rows = {
         f"{e * 255:g}/255": {label: curve[e] for label, curve in curves.items()} for e in epsilons
     }
-    print(f"\nTop-1 accuracy under {_ATTACK.value} ({_SPLIT.value} split):")
+    print(f"\nTop-1 accuracy under {attack} ({split} split):")
     print(_table(rows, list(curves), "epsilon"))
-    name = f"robustness_{_ATTACK.value}_step{step}"
+    name = f"robustness_{attack}_step{run.step}"
     return {
-        "table": robustness.write_csv(curves, os.path.join(out, name + ".csv")),
+        "table": robustness.write_csv(curves, os.fspath(out / (name + ".csv"))),
         "plot": robustness.plot_accuracy_vs_epsilon(
             curves,
-            os.path.join(out, name + ".png"),
-            title=f"{_ATTACK.value.upper()} on {config.dataset} ({_SPLIT.value})",
+            os.fspath(out / (name + ".png")),
+            title=f"{attack.upper()} on {run.config.dataset} ({split})",
         ),
     }
 
 
-def probe_command(config, model, variables, step, out) -> dict[str, str]:
-    """Descriptors of another dataset and a linear probe on each; see `features`."""
-    probe_config = config.copy_and_resolve_references()
-    probe_config.dataset = _PROBE_DATASET.value or config.dataset
-    probe_config.eval_batch_size = _BATCH_SIZE.value
-    input_pipeline.check_dataset(probe_config)
-    exported = {}
-    for split, num in (("train", _PROBE_TRAIN.value), (_SPLIT.value, _NUM_IMAGES.value)):
-        total = _split_total(probe_config, split, num)
-        print(f"descriptors of {total} {probe_config.dataset} {split} images", flush=True)
-        exported[split] = features.export_features(
-            model, variables, _batches(probe_config, split, num)
+def probe(
+    run: rundir.Run,
+    *,
+    probe_dataset: str | None = None,
+    probe_train_images: int = 5000,
+    split: str = "test",
+    num_images: int = -1,
+    batch_size: int = 100,
+    out: str | None = None,
+) -> dict[str, str]:
+    """Descriptors of another dataset and a linear probe on each; see `features`.
+
+    Args:
+      run: the trained run; probe_dataset: the dataset to describe (default: the run's).
+      probe_train_images: training images of the probe dataset (<= 0: all).
+      split, num_images, batch_size, out: the probe's test split, as for `localization`.
+    """
+    out = epath.Path(out) if out else run.rundir.analysis_dir
+    probe_config = run.config.copy_and_resolve_references()
+    probe_config.dataset = probe_dataset or run.config.dataset
+    if probe_config.dataset not in data.DATASETS:
+        raise ValueError(
+            f"--probe_dataset={probe_config.dataset!r} is not a known dataset; use one of "
+            f"{sorted(data.DATASETS)}."
         )
-        path = os.path.join(out, f"features_{probe_config.dataset}_{split}_step{step}.npz")
-        os.makedirs(out, exist_ok=True)
-        np.savez_compressed(path, **exported[split])
+    pipeline = data.Pipeline.from_config(probe_config)
+    exported = {}
+    for which, num in (("train", probe_train_images), (split, num_images)):
+        total = _split_total(pipeline, which, num)
+        print(f"descriptors of {total} {probe_config.dataset} {which} images", flush=True)
+        exported[which] = features.export_features(
+            run.model,
+            run.variables,
+            pipeline.eval_batches(which, num_examples=num, batch_size=batch_size),
+        )
+        path = out / f"features_{probe_config.dataset}_{which}_step{run.step}.npz"
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **exported[which])
+        rundir.write_bytes(path, buffer.getvalue())
         print(f"  wrote {path}")
-    accuracy = features.probe_all(exported["train"], exported[_SPLIT.value])
+    accuracy = features.probe_all(exported["train"], exported[split])
     rows = {name: {"accuracy": value} for name, value in accuracy.items()}
     print(
-        f"\nLinear probe on {probe_config.dataset} (trained on {config.dataset}; "
-        f"{len(exported['train']['labels'])} train / {len(exported[_SPLIT.value]['labels'])} "
-        f"{_SPLIT.value} images):"
+        f"\nLinear probe on {probe_config.dataset} (trained on {run.config.dataset}; "
+        f"{len(exported['train']['labels'])} train / {len(exported[split]['labels'])} "
+        f"{split} images):"
     )
     print(_table(rows, ("accuracy",), "descriptor"))
     return {
         "table": _write_csv(
-            os.path.join(out, f"probe_{probe_config.dataset}_step{step}.csv"),
+            out / f"probe_{probe_config.dataset}_step{run.step}.csv",
             rows,
             ("accuracy",),
             "descriptor",
@@ -305,31 +380,62 @@ def probe_command(config, model, variables, step, out) -> dict[str, str]:
 def main(argv: list[str]) -> None:
     if len(argv) != 2 or argv[1] not in COMMANDS:
         raise app.UsageError(
-            f"Give one command: ltpa-analyze {{{','.join(COMMANDS)}}} --workdir=..."
+            f"Give one command: ltpa-analyze {{{','.join(COMMANDS)}}} --workdir=... "
+            "(ltpa-analyze --help lists them and their flags)."
         )
-    command = {
-        "localization": localization_command,
-        "robustness": robustness_command,
-        "probe": probe_command,
-    }[argv[1]]
-    cli.quiet_unless_verbose()
-    try:
-        config, model, variables, step = checkpointing.load_run(_WORKDIR.value, _STEP.value)
-        config.eval_batch_size = _BATCH_SIZE.value
-        input_pipeline.check_dataset(config)
-        out = _OUT.value or os.path.join(_WORKDIR.value, "analysis")
-        written = command(config, model, variables, step, out)
-    except (ValueError, FileNotFoundError) as error:
-        cli.fail(error)
+    shared = dict(
+        split=cli.SPLIT.value,
+        num_images=cli.NUM_IMAGES.value,
+        batch_size=cli.BATCH_SIZE.value,
+        out=cli.OUT.value,
+    )
+    if argv[1] == "localization":
+        threshold = parse_threshold(_THRESHOLD.value)
+        written = localization(
+            rundir.open_run(cli.WORKDIR.value, cli.STEP.value), threshold=threshold, **shared
+        )
+    elif argv[1] == "robustness":
+        epsilons = parse_epsilons(_EPSILONS.value)
+        written = attack(
+            rundir.open_run(cli.WORKDIR.value, cli.STEP.value),
+            compare=_COMPARE.value,
+            epsilons=epsilons,
+            attack=_ATTACK.value,
+            pgd_steps=_PGD_STEPS.value,
+            **shared,
+        )
+    else:
+        written = probe(
+            rundir.open_run(cli.WORKDIR.value, cli.STEP.value),
+            probe_dataset=_PROBE_DATASET.value,
+            probe_train_images=_PROBE_TRAIN.value,
+            **shared,
+        )
     for what, path in written.items():
         print(f"wrote {what}: {path}")
 
 
 def run() -> None:
     """Console-script entry point (`ltpa-analyze`)."""
-    cli.rerun_with_huge_pages()
-    flags.mark_flags_as_required(["workdir"])
-    app.run(main)
+    cli.run(
+        main,
+        doc=__doc__,
+        key_flags=(
+            "workdir",
+            "step",
+            "split",
+            "num_images",
+            "batch_size",
+            "out",
+            "threshold",
+            "epsilons",
+            "attack",
+            "pgd_steps",
+            "compare",
+            "probe_dataset",
+            "probe_train_images",
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""Command line: attention maps of a trained run for a dataset split or a folder of images.
+"""ltpa-attend: attention maps of a trained run for a dataset split or a folder of images.
 
-    ltpa-attend --workdir=/tmp/ltpa/demo                       # 64 test images
+    ltpa-attend --workdir=/tmp/ltpa/demo --num_images=64       # the first 64 test images
     ltpa-attend --workdir=/tmp/ltpa/demo --images=~/photos     # every image file in a folder
-    python -m ltpa_jax.attend --workdir=... --step=900 --split=train --num_images=256
+    ltpa-attend --workdir=... --step=900 --split=train         # the whole training split
 
-Reads the run's config.json and its latest (or `--step`) Orbax checkpoint, runs the images
-through `predict_with_attention` and writes to `--out` (default
+Reads the run's config.json and its latest intact (or `--step`) Orbax checkpoint, runs the
+images through the model (`inference.forward_jit`) and writes to `--out` (default
 `<workdir>/attention/<split or folder name>_step<N>/`):
 
 * `grid_000.png`, `grid_001.png`, ...: each image beside its overlays, 16 images per grid;
@@ -17,7 +17,7 @@ An image file that cannot be decoded is reported and skipped; the others are sti
 and the command then exits with status 1.
 """
 
-import functools
+import io
 import os
 import sys
 from collections.abc import Iterator
@@ -25,21 +25,12 @@ from collections.abc import Iterator
 import jax
 import numpy as np
 from absl import app, flags
+from etils import epath
 
-from ltpa_jax import checkpointing, cli, input_pipeline, visualize
-from ltpa_jax.inference import predict_with_attention, upsample_maps
+from ltpa_jax import cli, data, rundir, visualize
+from ltpa_jax.inference import forward_jit, upsample_maps
 
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Workdir of a training run (config.json, checkpoints/)."
-)
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to read (default: the latest).")
-_SPLIT = flags.DEFINE_enum("split", "test", ["test", "train"], "Dataset split to read.")
 _IMAGES = flags.DEFINE_string("images", None, "Folder of image files to read instead of a split.")
-_NUM_IMAGES = flags.DEFINE_integer(
-    "num_images", 64, "Images to take from the split (<= 0: all); a folder is read whole."
-)
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Images per forward pass.")
-_OUT = flags.DEFINE_string("out", None, "Output folder (default: <workdir>/attention/...).")
 
 GRID_IMAGES = 16  # Images per PNG grid.
 
@@ -49,7 +40,7 @@ def image_files(folder: str) -> list[str]:
     folder = os.path.expanduser(folder)
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"--images={folder!r} is not a folder.")
-    suffixes = input_pipeline.IMAGE_FILE_SUFFIXES
+    suffixes = data.IMAGE_FILE_SUFFIXES
     names = sorted(name for name in os.listdir(folder) if name.lower().endswith(suffixes))
     if not names:
         raise ValueError(f"--images={folder!r} holds no image files (suffixes {suffixes}).")
@@ -57,13 +48,13 @@ def image_files(folder: str) -> list[str]:
 
 
 def file_batches(
-    paths: list[str], config, batch_size: int, errors: list[str]
+    paths: list[str], pipeline: data.Pipeline, batch_size: int, errors: list[str]
 ) -> Iterator[dict[str, np.ndarray]]:
     """Batches of decoded image files; undecodable ones are appended to `errors` and skipped."""
     images, names = [], []
     for path in paths:
         try:
-            images.append(input_pipeline.load_image_file(path, config))
+            images.append(pipeline.load_image_file(path))
             names.append(os.path.basename(path))
         except ValueError as error:
             errors.append(str(error))
@@ -75,11 +66,12 @@ def file_batches(
         yield {"image": np.stack(images), "name": np.asarray(names)}
 
 
-def split_batches(config, split: str, num_images: int) -> Iterator[dict[str, np.ndarray]]:
+def split_batches(
+    pipeline: data.Pipeline, split: str, num_images: int, batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
     """The first `num_images` examples of a split (all when <= 0), without padding rows."""
     seen = 0
-    batches = input_pipeline.eval_batches(config, split)
-    for batch in input_pipeline.first_examples(batches, num_images):
+    for batch in pipeline.eval_batches(split, num_examples=num_images, batch_size=batch_size):
         keep = batch.pop("mask")
         if not keep.any():  # Padding only.
             continue
@@ -89,18 +81,11 @@ def split_batches(config, split: str, num_images: int) -> Iterator[dict[str, np.
         yield out
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _forward(model, variables, images):
-    """(logits, maps at the taps' resolution, maps at the input resolution)."""
-    logits, raw = predict_with_attention(model, variables, images, upsample=False)
-    return logits, raw, upsample_maps(raw, images.shape[1])
-
-
 def extract(model, variables, batches, total: int | None) -> dict[str, np.ndarray]:
     """Runs every batch through the model; returns the concatenated arrays of attention.npz.
 
     Args:
-      model, variables: as from `checkpointing.load_run`.
+      model, variables: as from `rundir.open_run`.
       batches: dicts with "image" [b, S, S, 3] normalised, "name" [b], optional "label" [b]
         and "box" [b, 4].
       total: images expected (for the progress lines), or None when unknown.
@@ -109,7 +94,9 @@ def extract(model, variables, batches, total: int | None) -> dict[str, np.ndarra
     done = 0
     for batch in batches:
         images = jax.numpy.asarray(batch["image"])
-        logits, raw, maps = _forward(model, variables, images)
+        out = forward_jit(model, variables, images)
+        logits, raw = out["logits"], out["maps"]
+        maps = upsample_maps(raw, images.shape[1])
         probabilities = jax.nn.softmax(logits.astype(np.float32), axis=-1)
         rows = {
             "image": batch["image"],
@@ -129,26 +116,27 @@ def extract(model, variables, batches, total: int | None) -> dict[str, np.ndarra
     return {key: np.concatenate(value) for key, value in parts.items()}
 
 
-def write_outputs(out: str, arrays: dict[str, np.ndarray], config) -> list[str]:
-    """Writes attention.npz and the PNG grids; returns the paths written."""
-    os.makedirs(out, exist_ok=True)
-    npz = os.path.join(out, "attention.npz")
-    np.savez_compressed(npz, **{k: v for k, v in arrays.items() if k != "image"})
-    written = [npz]
-    pictures = input_pipeline.denormalize(arrays["image"], config.dataset)
+def write_outputs(out: str, arrays: dict[str, np.ndarray], pipeline: data.Pipeline) -> list[str]:
+    """Writes attention.npz and the PNG grids (local folder or URL); returns the paths."""
+    out = epath.Path(out)
+    npz = out / "attention.npz"
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{k: v for k, v in arrays.items() if k != "image"})
+    rundir.write_bytes(npz, buffer.getvalue())
+    written = [os.fspath(npz)]
+    pictures = pipeline.denormalize(arrays["image"])
     maps = {k[len("map_") :]: v for k, v in arrays.items() if k.startswith("map_")}
     labels = arrays["labels"] if (arrays["labels"] >= 0).all() else None
-    names = input_pipeline.class_names(config)
     for index, start in enumerate(range(0, len(pictures), GRID_IMAGES)):
         rows = slice(start, start + GRID_IMAGES)
         written.append(
             visualize.save_attention_grid(
-                os.path.join(out, f"grid_{index:03d}.png"),
+                out / f"grid_{index:03d}.png",
                 pictures[rows],
                 {k: v[rows] for k, v in maps.items()},
                 None if labels is None else labels[rows],
                 arrays["predictions"][rows],
-                names,
+                pipeline.class_names,
                 max_images=GRID_IMAGES,
                 boxes=arrays["boxes"][rows] if "boxes" in arrays else None,
             )
@@ -156,32 +144,66 @@ def write_outputs(out: str, arrays: dict[str, np.ndarray], config) -> list[str]:
     return written
 
 
+def attend(
+    workdir: str,
+    *,
+    step: int | None = None,
+    split: str = "test",
+    images: str | None = None,
+    num_images: int = -1,
+    batch_size: int = 100,
+    out: str | None = None,
+) -> tuple[list[str], list[str]]:
+    """Attention maps of a trained run for a split or a folder of image files, written to disk.
+
+    Args:
+      workdir: the run's workdir.
+      step: checkpoint step (None: the latest intact one).
+      split: "test" or "train", when `images` is None.
+      images: a folder of image files to read instead of a split.
+      num_images: images of the split to use (<= 0: all); a folder is read whole.
+      batch_size: images per forward pass.
+      out: output folder (default `<workdir>/attention/<split or folder>_step<N>/`).
+
+    Returns:
+      (paths written, files that could not be decoded).
+
+    Raises:
+      ValueError, OSError: a workdir that is not a run, a damaged checkpoint, a missing
+        dataset or folder, no decodable image at all.
+    """
+    run = rundir.open_run(workdir, step)
+    pipeline = data.Pipeline.from_config(run.config)
+    errors: list[str] = []
+    if images:
+        paths = image_files(images)
+        source = os.path.basename(os.path.normpath(os.path.expanduser(images)))
+        batches, total = file_batches(paths, pipeline, batch_size, errors), len(paths)
+    else:
+        source, total = split, num_images if num_images > 0 else pipeline.split_size(split)
+        batches = split_batches(pipeline, split, num_images, batch_size)
+    out = out or os.fspath(run.rundir.attention_dir(source, run.step))
+    print(f"{workdir}: checkpoint at step {run.step}; writing to {out}", flush=True)
+    arrays = extract(run.model, run.variables, batches, total)
+    if not arrays:
+        raise ValueError(f"no image could be read ({len(errors)} failed).")
+    written = write_outputs(out, arrays, pipeline)
+    print(f"wrote {len(arrays['names'])} images: {', '.join(written)}")
+    return written, errors
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    cli.quiet_unless_verbose()
-    try:
-        config, model, variables, step = checkpointing.load_run(_WORKDIR.value, _STEP.value)
-        errors: list[str] = []
-        if _IMAGES.value:
-            paths = image_files(_IMAGES.value)
-            source = os.path.basename(os.path.normpath(os.path.expanduser(_IMAGES.value)))
-            batches, total = file_batches(paths, config, _BATCH_SIZE.value, errors), len(paths)
-        else:
-            config.eval_batch_size = _BATCH_SIZE.value
-            input_pipeline.check_dataset(config)
-            source, total = _SPLIT.value, _NUM_IMAGES.value if _NUM_IMAGES.value > 0 else None
-            batches = split_batches(config, _SPLIT.value, _NUM_IMAGES.value)
-    except (ValueError, FileNotFoundError) as error:
-        cli.fail(error)
-    out = _OUT.value or os.path.join(_WORKDIR.value, "attention", f"{source}_step{step}")
-    print(f"{_WORKDIR.value}: checkpoint at step {step}; writing to {out}", flush=True)
-    arrays = extract(model, variables, batches, total)
-    if not arrays:
-        print(f"error: no image could be read ({len(errors)} failed).", file=sys.stderr)
-        sys.exit(1)
-    written = write_outputs(out, arrays, config)
-    print(f"wrote {len(arrays['names'])} images: {', '.join(written)}")
+    _, errors = attend(
+        cli.WORKDIR.value,
+        step=cli.STEP.value,
+        split=cli.SPLIT.value,
+        images=_IMAGES.value,
+        num_images=cli.NUM_IMAGES.value,
+        batch_size=cli.BATCH_SIZE.value,
+        out=cli.OUT.value,
+    )
     if errors:
         print(f"{len(errors)} file(s) could not be read; see 'skipped:' above.", file=sys.stderr)
         sys.exit(1)
@@ -189,9 +211,11 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """Console-script entry point (`ltpa-attend`)."""
-    cli.rerun_with_huge_pages()
-    flags.mark_flags_as_required(["workdir"])
-    app.run(main)
+    cli.run(
+        main,
+        doc=__doc__,
+        key_flags=("workdir", "step", "split", "images", "num_images", "batch_size", "out"),
+    )
 
 
 if __name__ == "__main__":

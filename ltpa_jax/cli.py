@@ -1,22 +1,192 @@
-"""What the command-line tools share: quiet logging, one way to fail, huge pages for malloc."""
+"""The command-line layer every ltpa-* tool stands on.
 
+A tool is a `main(argv)` over library functions, started with `cli.run(main, ...)`, which:
+
+* re-executes the command with glibc's malloc on huge pages where that helps (below);
+* keeps TensorFlow's C++ start-up lines and Orbax/clu's INFO logs out of the output, unless
+  `--verbosity` is given;
+* makes `--help` list the tool's own flags (absl lists the flags of the main module, which a
+  console script's wrapper is not);
+* turns a user's error (a bad flag or config value, a missing or damaged file, a workdir of
+  another run) into one line `error: ...` on stderr and exit status 2, with no traceback
+  (`LTPA_TRACEBACK=1` or `--verbosity=1` shows it for a bug report). Programming errors keep
+  their traceback.
+
+The flags that several tools share are defined here once, with one default each.
+"""
+
+import contextlib
+import difflib
 import os
 import platform
+import re
 import sys
+import traceback
+from collections.abc import Callable, Sequence
 
-from absl import flags, logging
+from absl import app, flags, logging
+
+WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Workdir of a training run (config.json, checkpoints/)."
+)
+STEP = flags.DEFINE_integer(
+    "step", None, "Checkpoint step to read (default: the latest intact one).", lower_bound=0
+)
+SPLIT = flags.DEFINE_enum("split", "test", ["test", "train"], "Dataset split to read.")
+NUM_IMAGES = flags.DEFINE_integer("num_images", -1, "Images of the split to use (<= 0: all).")
+BATCH_SIZE = flags.DEFINE_integer("batch_size", 100, "Images per forward pass.", lower_bound=1)
+OUT = flags.DEFINE_string("out", None, "Output folder (default: inside the workdir).")
+
+# The errors that are the user's: a bad value, a missing/damaged/unwritable file, divergence.
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
+TRACEBACK_ENV = "LTPA_TRACEBACK"
+
+
+def _verbose() -> bool:
+    return flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present
 
 
 def quiet_unless_verbose() -> None:
     """Logs warnings only, unless --verbosity was given (Orbax and clu log every step at INFO)."""
-    if not flags.FLAGS["verbosity"].present:
+    if not _verbose():
         logging.set_verbosity(logging.WARNING)
 
 
-def fail(error: Exception) -> None:
+def fail(error: Exception | str) -> None:
     """Prints `error: ...` to stderr and exits with status 2 (bad input, nothing written)."""
-    print(f"error: {error}", file=sys.stderr)
+    print(f"error: {error}", file=sys.stderr, flush=True)
     sys.exit(2)
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull():
+    """Sends file descriptor 2 to /dev/null (C++ libraries write there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def import_tensorflow_quietly(argv: Sequence[str]) -> None:
+    """Imports TensorFlow with its C++ start-up lines (oneDNN, absl::InitializeLog) hidden.
+
+    They are printed once per TF library at import; with `--verbosity` in argv they show.
+    """
+    if any(arg.startswith("--verbosity") or arg == "-v" for arg in argv):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _stderr_to_devnull():
+        try:
+            import tensorflow  # noqa: F401
+        except ImportError:
+            pass  # The data layer says what to install when it needs TF.
+
+
+def _config_override_error(error: Exception, argv: Sequence[str]) -> str | None:
+    """One line for a --config / --config.x=y problem, or None when it is not one."""
+    path = next(
+        (a.split("=", 1)[1] for a in argv if a.startswith("--config=")),
+        None,
+    )
+    overrides = [a for a in argv if a.startswith("--config.")]
+    if isinstance(error, AttributeError) and overrides:
+        name = str(error).strip("\"'")
+        for override in overrides:
+            field = override[len("--config.") :].split("=", 1)[0]
+            if field.split(".")[-1] == name:
+                return f"{override}: " + unknown_field_message(f"config.{field}", path)
+    if isinstance(error, (OSError, SyntaxError, ImportError)) or "config" in str(error):
+        text = str(error).splitlines()
+        detail = next((line.strip() for line in reversed(text) if line.strip()), str(error))
+        if path and not os.path.isfile(path.split(":", 1)[0]):
+            return (
+                f"--config={path}: no such config file. Experiment configs are in the "
+                "repository's configs/ folder, e.g. --config=configs/demo.py."
+            )
+        return f"--config={path}: the config could not be loaded ({detail})."
+    return None
+
+
+def unknown_field_message(field: str, config_file: str | None = None) -> str:
+    """`unknown config field config.model.num_tap (did you mean config.model.num_taps?)`."""
+    from ltpa_jax.configs import default  # Local: configs import nothing from here.
+
+    known = _known_fields(default.get_config())
+    guess = difflib.get_close_matches(field, known, n=1)
+    hint = f" (did you mean {guess[0]}?)" if guess else ""
+    return (
+        f"unknown config field {field}{hint}. The fields are those of ltpa_jax/configs/default.py."
+    )
+
+
+def _known_fields(config, prefix: str = "config") -> list[str]:
+    names = []
+    for key, value in config.items():
+        names.append(f"{prefix}.{key}")
+        if hasattr(value, "items"):
+            names += _known_fields(value, f"{prefix}.{key}")
+    return names
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with every error as one line and status 2."""
+    try:
+        remaining = flags.FLAGS(argv)
+        if "config" in flags.FLAGS:
+            flags.FLAGS.config  # noqa: B018 - loads the config file now, not inside main.
+        return remaining
+    except flags.Error as error:
+        fail(re.sub(r"^flag ", "", str(error)))
+    except Exception as error:  # noqa: BLE001 - the config file is the user's code.
+        message = _config_override_error(error, argv)
+        if message is None:
+            raise
+        fail(message)
+    return argv
+
+
+def run(
+    main: Callable[[list[str]], None],
+    *,
+    doc: str | None,
+    key_flags: Sequence[str],
+    required: Sequence[str] = ("workdir",),
+) -> None:
+    """Runs a tool: huge pages, quiet start-up, its flags in --help, user errors as one line.
+
+    Args:
+      main: the tool's `main(argv)`.
+      doc: the tool's usage text (its module docstring), shown by --help.
+      key_flags: the names of the flags the tool uses, listed by --help.
+      required: flags that must be given.
+    """
+    rerun_with_huge_pages()
+    import_tensorflow_quietly(sys.argv)
+    main_module = sys.modules["__main__"]
+    if doc:
+        main_module.__doc__ = doc
+    for name in key_flags:
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
+    flags.mark_flags_as_required(list(required))
+    app.run(_guarded(main), flags_parser=_parse_flags)
+
+
+def _guarded(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+    def guarded(argv: list[str]) -> None:
+        quiet_unless_verbose()
+        try:
+            main(argv)
+        except USER_ERRORS as error:
+            if os.environ.get(TRACEBACK_ENV) == "1" or _verbose():
+                traceback.print_exc()
+            fail(error)
+
+    return guarded
 
 
 HUGEPAGES_TUNABLE = "glibc.malloc.hugetlb=1"

@@ -6,21 +6,15 @@ feature g of the baseline) and fits a linear classifier on them. `export_feature
 descriptors, `linear_probe` fits and scores a logistic regression (scikit-learn).
 """
 
-import functools
 from collections.abc import Iterable, Mapping
 
 import jax
 import numpy as np
 
-from ltpa_jax.inference import descriptors
+from ltpa_jax.inference import forward_jit
 
 ATTENTION = "attention"
 """Name of the concatenation of every tap's g_a (the attention model's image descriptor)."""
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _descriptors(model, variables, images):
-    return descriptors(model, variables, images)
 
 
 def export_features(
@@ -29,7 +23,7 @@ def export_features(
     """Descriptors of every real row of `batches`.
 
     Args:
-      model, variables: a trained network (`checkpointing.load_run`).
+      model, variables: a trained network (`rundir.open_run`).
       batches: dicts with "image" [b, S, S, 3] normalised, "label" [b], optional "mask" [b].
 
     Returns:
@@ -39,7 +33,7 @@ def export_features(
     parts: dict[str, list[np.ndarray]] = {}
     for batch in batches:
         keep = np.asarray(batch.get("mask", np.ones(len(batch["label"]), bool)))
-        features = _descriptors(model, variables, jax.numpy.asarray(batch["image"]))
+        features = forward_jit(model, variables, jax.numpy.asarray(batch["image"]))["descriptors"]
         rows = {k: np.asarray(v)[keep] for k, v in features.items()}
         rows["labels"] = np.asarray(batch["label"], np.int32)[keep]
         for key, value in rows.items():

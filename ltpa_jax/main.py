@@ -1,29 +1,33 @@
-"""Command line: `ltpa-train --config=configs/demo.py --workdir=/tmp/ltpa/demo`.
+"""ltpa-train: trains an experiment config in a workdir, resuming from its latest checkpoint.
 
-Any config field can be overridden, e.g. `--config.batch_size=256`. Rerunning the same command
-resumes from the latest checkpoint in the workdir.
+    ltpa-train --config=configs/demo.py --workdir=/tmp/ltpa/demo
+    ltpa-train --config=configs/cifar100_vgg_att3_concat_pc.py --workdir=gs://bucket/run \
+        --config.data_dir=/data/tfds --config.batch_size=256
+
+Any config field can be overridden with --config.<field>=<value>. Rerunning the same command
+resumes from the latest intact checkpoint; a config that changes the model of a workdir is
+refused. The dataset must be prepared first (ltpa-prepare); training never downloads.
 """
 
 import os
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ltpa_jax import cli
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and pictures.")
 config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py).", lock_config=True
 )
-flags.mark_flags_as_required(["config", "workdir"])
-
-
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0, for a multi-process run set up by hand."
 )
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes of a run set up by hand.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (0-based).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Processes of a run set up by hand.", lower_bound=1
+)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's index (0-based).", lower_bound=0
+)
 
 
 def maybe_initialize_distributed() -> None:
@@ -52,42 +56,20 @@ def maybe_initialize_distributed() -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    cli.quiet_unless_verbose()
     maybe_initialize_distributed()
-    from ltpa_jax import input_pipeline, train, validation  # After distributed init.
+    from ltpa_jax import train  # After distributed init.
 
-    config = flags.FLAGS.config
-    try:  # Fail before anything is written to the workdir.
-        validation.check_config(config)
-        input_pipeline.check_dataset(config)
-    except (ValueError, FileNotFoundError) as error:
-        cli.fail(error)
-    train.train_and_evaluate(config, _WORKDIR.value)
-
-
-def _make_configs_importable(argv: list[str]) -> None:
-    """Lets config files `from configs import default` wherever the command runs from.
-
-    Config files live in a `configs/` folder and import their base config as a package; its
-    parent directory is put on sys.path before the flags load the file.
-    """
-    for i, arg in enumerate(argv):
-        path = None
-        if arg.startswith("--config="):
-            path = arg.split("=", 1)[1]
-        elif arg == "--config" and i + 1 < len(argv):
-            path = argv[i + 1]
-        if path:
-            root = os.path.dirname(os.path.dirname(os.path.abspath(path.split(":", 1)[0])))
-            if root not in sys.path:
-                sys.path.insert(0, root)
+    train.train_and_evaluate(flags.FLAGS.config, cli.WORKDIR.value)
 
 
 def run() -> None:
     """Console-script entry point (`ltpa-train`)."""
-    cli.rerun_with_huge_pages()
-    _make_configs_importable(sys.argv)
-    app.run(main)
+    cli.run(
+        main,
+        doc=__doc__,
+        key_flags=("config", "workdir", "coordinator_address", "num_processes", "process_id"),
+        required=("config", "workdir"),
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import math
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import flax.linen as nn
@@ -34,6 +34,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ltpa_jax.inference import check_images
+from ltpa_jax.rundir import write_bytes, write_text
 
 ATTACKS = ("fgsm", "pgd")
 """Names accepted by `accuracy_under_attack`."""
@@ -281,10 +282,9 @@ def plot_accuracy_vs_epsilon(
         ax.legend()
     if title:
         ax.set_title(title)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    fig.savefig(path, format="png", dpi=_DPI)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=_DPI)
+    write_bytes(path, buffer.getvalue())
     return path
 
 
@@ -304,13 +304,11 @@ def write_csv(curves: Mapping[str, Mapping[float, float]], path: str) -> str:
     labels = list(curves)
     epsilons = sorted({float(e) for curve in curves.values() for e in curve})
     lookup = {label: {float(e): a for e, a in curves[label].items()} for label in labels}
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["epsilon", "epsilon_255", *labels])
-        for eps in epsilons:
-            cells = [lookup[label].get(eps, "") for label in labels]
-            writer.writerow([repr(eps), f"{eps * 255:.6g}", *cells])
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["epsilon", "epsilon_255", *labels])
+    for eps in epsilons:
+        cells = [lookup[label].get(eps, "") for label in labels]
+        writer.writerow([repr(eps), f"{eps * 255:.6g}", *cells])
+    write_text(path, text.getvalue())
     return path

@@ -1,14 +1,13 @@
 """Data-parallel training and evaluation: pure steps under `jax.jit` over a device mesh.
 
 `train_step` and `eval_step` are pure functions `(state, batch) -> (state, metrics)` and
-`(state, batch) -> metrics`. `train_and_evaluate` compiles them once over a 1-D `Mesh` named
-"data" (batch sharded, state replicated), streams batches, evaluates, draws attention
-pictures, checkpoints with Orbax and resumes from the latest checkpoint in the workdir.
+`(state, batch) -> metrics`. `train_and_evaluate` jits them once over a 1-D `Mesh` named
+"data" (batch sharded, state replicated), streams batches from the dataset pipeline,
+evaluates, draws attention pictures, checkpoints with Orbax and resumes from the latest intact
+checkpoint in the workdir (whose layout `rundir` owns).
 """
 
 import functools
-import json
-import os
 import signal
 import sys
 import time
@@ -25,8 +24,8 @@ from flax.training import train_state
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ltpa_jax import checkpointing, input_pipeline, validation, visualize
-from ltpa_jax.inference import predict_with_attention
+from ltpa_jax import checkpointing, data, rundir, validation, visualize
+from ltpa_jax.inference import forward_jit, upsample_maps
 from ltpa_jax.models import create_model
 
 
@@ -158,26 +157,26 @@ def create_mesh(devices=None) -> jax.sharding.Mesh:
     )
 
 
-def compile_steps(mesh: jax.sharding.Mesh, schedule):
-    """`train_step` and `eval_step` jitted over `mesh`: batch sharded on "data", state replicated.
+def jit_steps(mesh: jax.sharding.Mesh, schedule):
+    """`train_step` and `eval_step` under `jax.jit`: batch sharded on "data", state replicated.
 
     The train state argument is donated (its buffers are reused for the new state).
+
+    Returns:
+      (train_step_fn, eval_step_fn), compiled at their first call.
     """
     replicated = NamedSharding(mesh, P())
     data_sharding = NamedSharding(mesh, P("data"))
-    p_train_step = jax.jit(
+    train_step_fn = jax.jit(
         functools.partial(train_step, schedule=schedule),
         in_shardings=(replicated, data_sharding),
         out_shardings=(replicated, replicated),
         donate_argnums=0,
     )
-    p_eval_step = jax.jit(
+    eval_step_fn = jax.jit(
         eval_step, in_shardings=(replicated, data_sharding), out_shardings=replicated
     )
-    return p_train_step, p_eval_step
-
-
-_predict_with_attention = jax.jit(predict_with_attention, static_argnums=0)
+    return train_step_fn, eval_step_fn
 
 
 class _PreemptionFlag:
@@ -203,14 +202,24 @@ class _PreemptionFlag:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def format_duration(seconds: float) -> str:
+    """`00:04:10`, or with days past 24 hours: `1d 08:30:00`; "?" when unknown."""
+    if not np.isfinite(seconds):
+        return "?"
+    days, rest = divmod(int(round(seconds)), 86_400)
+    hours, rest = divmod(rest, 3600)
+    clock = f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+    return f"{days}d {clock}" if days else clock
+
+
 def _progress_line(step: int, total: int, start_step: int, t0: float, scalars: dict) -> str:
     elapsed = time.time() - t0
     rate = (step - start_step) / elapsed if elapsed > 0 else 0.0
     eta = (total - step) / rate if rate > 0 else float("inf")
-    eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if np.isfinite(eta) else "?"
     shown = "  ".join(f"{k}={v:.4g}" for k, v in scalars.items())
     return (
-        f"[{step}/{total} {100 * step / total:3.0f}%] {shown}  {rate:.2f} steps/s  ETA {eta_text}"
+        f"[{step}/{total} {100 * step / total:3.0f}%] {shown}  {rate:.2f} steps/s  "
+        f"ETA {format_duration(eta)}"
     )
 
 
@@ -220,135 +229,187 @@ def _say(message: str) -> None:
         print(message, flush=True)
 
 
-def evaluate(config, state, eval_fn, data_sharding) -> dict[str, float]:
+def evaluate(pipeline, state, eval_step_fn, data_sharding) -> dict[str, float]:
     """One pass over the test split; returns the computed metrics."""
     accumulated = None
-    for batch in input_pipeline.eval_batches(config, "test"):
-        batch = input_pipeline.shard_batch(
-            {k: batch[k] for k in ("image", "label", "mask")}, data_sharding
-        )
-        m = eval_fn(state, batch)
+    for batch in pipeline.eval_batches("test"):
+        batch = data.shard_batch({k: batch[k] for k in ("image", "label", "mask")}, data_sharding)
+        m = eval_step_fn(state, batch)
         accumulated = m if accumulated is None else accumulated.merge(m)
     return {k: float(v) for k, v in accumulated.compute().items()}
 
 
-def draw_attention(config, model, state, workdir: str, step: int) -> str | None:
-    """Saves the attention maps of the first test images as a PNG grid; returns its path."""
+def draw_attention(config, pipeline, model, state, path) -> np.ndarray | None:
+    """Draws the attention maps of the first test images as a PNG grid at `path`.
+
+    Returns:
+      The picture, uint8 [H, W, 4] (for TensorBoard), or None when there is nothing to draw.
+    """
     if config.num_picture_images <= 0:
         return None
-    batch = next(iter(input_pipeline.eval_batches(config, "test")))
+    batch = next(iter(pipeline.eval_batches("test")))
     n = min(config.num_picture_images, int(batch["mask"].sum()))
     if n == 0:
         return None
     # Replicated arrays to host memory: the picture is one process's local computation.
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     images = jnp.asarray(batch["image"][:n])
-    logits, maps = _predict_with_attention(model, variables, images)
-    path = os.path.join(workdir, "pictures", f"attention_step{step:07d}.png")
-    return visualize.save_attention_grid(
+    out = forward_jit(model, variables, images)
+    path = visualize.save_attention_grid(
         path,
-        input_pipeline.denormalize(np.asarray(batch["image"][:n]), config.dataset),
-        {k: np.asarray(v) for k, v in maps.items()},
+        pipeline.denormalize(batch["image"][:n]),
+        {k: np.asarray(v) for k, v in upsample_maps(out["maps"], images.shape[1]).items()},
         batch["label"][:n],
-        np.asarray(jnp.argmax(logits, -1)),
-        input_pipeline.class_names(config),
+        np.asarray(jnp.argmax(out["logits"], -1)),
+        pipeline.class_names,
     )
+    return visualize.read_png(path)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one.
-
-    Returns:
-      The final evaluation metrics ("loss", "accuracy", "top5_accuracy").
-    """
-    validation.check_config(config)
-    input_pipeline.check_dataset(config)
-    mesh = create_mesh()
-    replicated = NamedSharding(mesh, P())
-    data_sharding = NamedSharding(mesh, P("data"))
-
-    steps_per_epoch = input_pipeline.steps_per_epoch(config)
-    total_steps = (
-        config.num_train_steps
-        if config.num_train_steps > 0
-        else config.num_epochs * steps_per_epoch
-    )
-    schedule = learning_rate_schedule(config, steps_per_epoch)
-    model = create_model(config)
-
-    os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
-    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-    manager = checkpointing.create_manager(
-        workdir, config.keep_checkpoints, config.checkpoint_every_steps
-    )
-
+def _initial_state(config, model, schedule, manager, replicated) -> tuple[TrainState, int]:
+    """The state to start from: the newest intact checkpoint, else `init_from`, else fresh."""
     init = jax.jit(
         functools.partial(create_train_state, config, model, schedule=schedule),
         out_shardings=replicated,
     )
     state = init(jax.random.key(config.seed))
-    state, start_step = checkpointing.restore_latest(manager, state)
+    state, start_step, notes = checkpointing.restore_latest(manager, state)
+    for note in notes:
+        _say(f"warning: {note}")
     if start_step:
-        _say(f"Resuming from the checkpoint at step {start_step} in {workdir}.")
+        _say(f"Resuming from the checkpoint at step {start_step}.")
     elif config.init_from:
         pretrained = checkpointing.load_variables(config.init_from)
         params, loaded, fresh = checkpointing.merge_pretrained(state.params, pretrained["params"])
         stats, _, _ = checkpointing.merge_pretrained(state.batch_stats, pretrained["batch_stats"])
         state = jax.device_put(state.replace(params=params, batch_stats=stats), replicated)
         _say(checkpointing.report_transfer(config.init_from, pretrained["step"], loaded, fresh))
+    return state, start_step
+
+
+def _diverged(step: int, what: str, value: float, manager, config) -> FloatingPointError:
+    """The error that stops a diverging run, before anything of it is saved."""
+    manager.wait_until_finished()
+    good = manager.latest_step()
+    kept = (
+        f"The last good checkpoint (step {good}, in {manager.directory}) is kept; rerunning "
+        "resumes from it."
+        if good is not None
+        else "No checkpoint was saved before."
+    )
+    return FloatingPointError(
+        f"training diverged at step {step}: the {what} is {value}. {kept} Lower "
+        f"config.learning_rate (now {config.learning_rate}), add config.warmup_epochs, or check "
+        "the inputs."
+    )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Trains `config` in `workdir`, resuming from its latest intact checkpoint if there is one.
+
+    Nothing is written before the config, the dataset and the workdir are checked. A loss,
+    evaluation or state that turns non-finite stops the run before it is saved.
+
+    Returns:
+      The final evaluation metrics ("loss", "accuracy", "top5_accuracy").
+    """
+    validation.check_config(config)
+    run_dir = rundir.RunDir.at(workdir)
+    run_dir.check_compatible(config)
+    pipeline = data.Pipeline.from_config(config)
+    mesh = create_mesh()
+    replicated, data_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    steps_per_epoch = pipeline.steps_per_epoch
+    total_steps = config.num_train_steps
+    if total_steps <= 0:
+        total_steps = config.num_epochs * steps_per_epoch
+    schedule = learning_rate_schedule(config, steps_per_epoch)
+    model = create_model(config)
+
+    run_dir.create()
+    if jax.process_index() == 0:
+        for field, (old, new) in run_dir.record_config(config).items():
+            _say(f"config.{field} changed since the last run of this workdir: {old!r} -> {new!r}")
+    writer = metric_writers.create_default_writer(
+        str(run_dir), just_logging=jax.process_index() > 0
+    )
+    hparams = rundir.flat_config(config)
+    writer.write_hparams(
+        {k: v if isinstance(v, int | float | str) else str(v) for k, v in hparams.items()}
+    )
+    for note in checkpointing.clean_partial_checkpoints(run_dir.checkpoint_dir):
+        _say(f"warning: {note}")
+    manager = checkpointing.create_manager(
+        run_dir.checkpoint_dir,
+        config.keep_checkpoints,
+        config.checkpoint_every_steps,
+        keep_best=config.keep_best_checkpoints,
+    )
+    state, start_step = _initial_state(config, model, schedule, manager, replicated)
     param_count = sum(x.size for x in jax.tree.leaves(state.params))
     _say(
         f"{config.dataset}: {param_count:,} parameters, {total_steps} steps "
         f"({steps_per_epoch} per epoch) on {jax.device_count()} {jax.devices()[0].platform} "
-        f"device(s); workdir {os.path.abspath(workdir)}"
+        f"device(s); workdir {run_dir}"
     )
-
-    p_train_step, p_eval_step = compile_steps(mesh, schedule)
+    train_step_fn, eval_step_fn = jit_steps(mesh, schedule)
     report_progress = periodic_actions.ReportProgress(
         num_train_steps=total_steps, writer=writer, every_steps=config.log_every_steps
     )
 
+    def evaluate_and_draw(step: int) -> dict[str, float]:
+        _say(f"[{step}/{total_steps}] evaluating on {pipeline.split_size('test')} test images...")
+        t = time.time()
+        metrics = evaluate(pipeline, state, eval_step_fn, data_sharding)
+        for name, value in metrics.items():
+            if not np.isfinite(value):
+                raise _diverged(step, f"evaluation {name}", value, manager, config)
+        writer.write_scalars(step, {f"eval_{k}": v for k, v in metrics.items()})
+        shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+        _say(f"[{step}/{total_steps}] eval: {shown}  ({time.time() - t:.1f} s)")
+        if jax.process_index() == 0:
+            picture = draw_attention(config, pipeline, model, state, run_dir.picture_file(step))
+            if picture is not None:
+                writer.write_images(step, {"attention_maps": picture[None]})
+                _say(f"[{step}/{total_steps}] attention maps: {run_dir.picture_file(step)}")
+        return metrics
+
     eval_metrics: dict[str, float] = {}
     if start_step >= total_steps:  # A finished run, started again: report, do not retrain.
         _say(f"Already trained for {start_step} of {total_steps} steps; evaluating only.")
-        eval_metrics = evaluate(config, state, p_eval_step, data_sharding)
-    train_metrics = None
-    t0 = time.time()
-    batches = input_pipeline.train_batches(config, start_step=start_step)
+        eval_metrics = evaluate_and_draw(start_step)
+    _say(f"Reading the training split ({pipeline.num_train_examples} examples)...")
+    batches = pipeline.train_batches(start_step=start_step)
+    train_metrics, t0, step = None, time.time(), start_step
     with _PreemptionFlag() as preempted:
-        step = start_step
         while step < total_steps:
-            batch = input_pipeline.shard_batch(next(batches), data_sharding)
-            state, m = p_train_step(state, {"image": batch["image"], "label": batch["label"]})
+            batch = data.shard_batch(next(batches), data_sharding)
+            batch = {"image": batch["image"], "label": batch["label"]}
+            if step == start_step:
+                _say("Compiling the train step...")
+                t = time.time()
+                train_step_fn = train_step_fn.lower(state, batch).compile()
+                _say(f"Compiled in {time.time() - t:.1f} s.")
+                t0 = time.time()
+            state, m = train_step_fn(state, batch)
             step += 1
             train_metrics = m if train_metrics is None else train_metrics.merge(m)
             report_progress(step)
             if step % config.log_every_steps == 0 or step == total_steps:
                 scalars = {f"train_{k}": float(v) for k, v in train_metrics.compute().items()}
                 if not np.isfinite(scalars["train_loss"]):
-                    raise FloatingPointError(
-                        f"Training loss is {scalars['train_loss']} at step {step}. Lower "
-                        "config.learning_rate, add config.warmup_epochs, or check the inputs."
-                    )
+                    raise _diverged(step, "training loss", scalars["train_loss"], manager, config)
                 writer.write_scalars(step, scalars)
                 _say(_progress_line(step, total_steps, start_step, t0, scalars))
                 train_metrics = None
             if step % config.eval_every_steps == 0 or step == total_steps:
-                eval_metrics = evaluate(config, state, p_eval_step, data_sharding)
-                writer.write_scalars(step, {f"eval_{k}": v for k, v in eval_metrics.items()})
-                shown = "  ".join(f"{k}={v:.4f}" for k, v in eval_metrics.items())
-                _say(f"[{step}/{total_steps}] eval: {shown}")
-                if jax.process_index() == 0:
-                    path = draw_attention(config, model, state, workdir, step)
-                    if path:
-                        _say(f"[{step}/{total_steps}] attention maps: {path}")
-            checkpointing.save(manager, step, state, force=step == total_steps)
+                eval_metrics = evaluate_and_draw(step)
+            final = step == total_steps or preempted.raised
+            if final or manager.should_save(step):
+                if not checkpointing.is_finite(state):
+                    raise _diverged(step, "train state", "not finite", manager, config)
+                checkpointing.save(manager, step, state, force=final, metrics=eval_metrics)
             if preempted.raised:
-                if manager.latest_step() != step:
-                    checkpointing.save(manager, step, state, force=True)
                 manager.wait_until_finished()
                 _say(f"SIGTERM: saved the checkpoint at step {step}; rerun the command to resume.")
                 writer.flush()
@@ -357,6 +418,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     manager.close()
     writer.flush()
     if jax.process_index() == 0 and eval_metrics:
-        with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
-            json.dump({"step": step, **eval_metrics}, f, indent=2)
+        run_dir.write_final_metrics(step, eval_metrics)
     return eval_metrics

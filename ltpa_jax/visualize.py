@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping, Sequence
 
@@ -23,6 +24,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+
+from ltpa_jax.rundir import write_bytes
 
 IMAGE_WEIGHT = 0.6
 """Weight of the image in the overlay (reference practice)."""
@@ -292,7 +295,7 @@ def save_attention_grid(
     """Writes :func:`attention_grid` as a PNG, creating the parent directory.
 
     Args:
-        path: where to write the PNG.
+        path: where to write the PNG (a local path or a URL such as gs://...).
         images: float ``[B, H, W, 3]`` in [0, 1].
         maps: tap name -> float ``[B, H, W]`` at the image resolution (may be empty).
         labels: int ``[B]`` true classes, or None when unknown.
@@ -310,12 +313,18 @@ def save_attention_grid(
     fig = attention_grid(
         images, maps, labels, predictions, class_names, max_images=max_images, boxes=boxes
     )
-    path = os.fspath(path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
+    buffer = io.BytesIO()
     try:
-        fig.savefig(path, format="png", dpi=_DPI)
+        fig.savefig(buffer, format="png", dpi=_DPI)
     finally:
         fig.clear()
-    return path
+    return os.fspath(write_bytes(path, buffer.getvalue()))
+
+
+def read_png(path: str | os.PathLike[str]) -> np.ndarray:
+    """A PNG file (local or URL) as uint8 `[H, W, C]`, e.g. for TensorBoard's image panel."""
+    from etils import epath
+    from PIL import Image
+
+    with Image.open(io.BytesIO(epath.Path(path).read_bytes())) as image:
+        return np.asarray(image)
