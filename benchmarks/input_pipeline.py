@@ -1,4 +1,4 @@
-"""Input-pipeline benchmark: examples/s of `input_pipeline.train_batches` alone.
+"""Input-pipeline benchmark: examples/s of `data.Pipeline.train_batches` alone.
 
 The first batch is timed separately: it includes building the pipeline and filling its cache
 (for cluttered digits, generating the images). The rest is the steady state, with nothing
@@ -30,13 +30,13 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 from train_step import cpu_model, load_config  # noqa: E402  (benchmarks/ is on sys.path)
 
-from ltpa_jax import input_pipeline  # noqa: E402
+from ltpa_jax import data  # noqa: E402
 
 
 def time_batches(config, num_batches: int) -> tuple[float, list[float]]:
     """(first-batch seconds, seconds of each following batch)."""
     start = time.perf_counter()
-    batches = input_pipeline.train_batches(config)
+    batches = data.Pipeline.from_config(config).train_batches()
     next(batches)
     first = time.perf_counter() - start
     times = []
@@ -67,8 +67,8 @@ def main(argv=None) -> None:
         config.image_size = args.image_size
     if args.dataset:
         config.dataset = args.dataset
-        config.model.num_classes = input_pipeline.get_dataset_info(args.dataset).num_classes
-    info = input_pipeline.get_dataset_info(config.dataset)
+        config.model.num_classes = data.get_dataset_info(args.dataset).num_classes
+    info = data.get_dataset_info(config.dataset)
 
     print(f"date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}")
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores visible, {platform.system()}")
@@ -85,8 +85,8 @@ def main(argv=None) -> None:
             first, times = time_batches(config, args.batches)
     else:
         try:
-            input_pipeline.check_dataset(config)
-        except input_pipeline.DatasetNotFoundError as error:
+            data.Pipeline.from_config(config)
+        except data.DatasetNotFoundError as error:
             print(
                 f"{config.dataset}: not prepared, nothing timed (--mock times the "
                 "preprocessing on mock data)."

@@ -5,7 +5,7 @@ Builds the train state and the jitted train step exactly as `train.train_and_eva
 `train.compile_steps`), lowers and compiles it once, then times steps:
 
 * `synthetic`: one device-resident batch reused at every step (input pipeline excluded);
-* `pipeline`: batches from `input_pipeline.train_batches` + `shard_batch` (included), so a
+* `pipeline`: batches from `data.Pipeline.train_batches` + `shard_batch` (included), so a
   data bottleneck shows as a slower step than `synthetic`.
 
 Each row is the median of `--steps` steps after `--warmup` steps, each timed to
@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 from jax.sharding import NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
-from ltpa_jax import input_pipeline, train  # noqa: E402
+from ltpa_jax import data, train  # noqa: E402
 from ltpa_jax.models import create_model  # noqa: E402
 
 # Dense peak FLOP/s per JAX device, by a substring of `device.device_kind`: (bfloat16, float32).
@@ -145,8 +145,10 @@ def benchmark(config, args, conv_impl: str) -> list[dict]:
     replicated = NamedSharding(mesh, P())
     data_sharding = NamedSharding(mesh, P("data"))
     try:
-        steps_per_epoch = input_pipeline.steps_per_epoch(config)
-    except input_pipeline.DatasetNotFoundError:
+        data_pipeline, not_found = data.Pipeline.from_config(config), None
+        steps_per_epoch = data_pipeline.steps_per_epoch
+    except data.DatasetNotFoundError as error:
+        data_pipeline, not_found = None, error
         steps_per_epoch = 1000  # Only shapes the schedule; the synthetic phase needs no data.
     schedule = train.learning_rate_schedule(config, steps_per_epoch)
     model = create_model(config)
@@ -159,7 +161,7 @@ def benchmark(config, args, conv_impl: str) -> list[dict]:
 
     b, s = config.batch_size, config.image_size
     rng = np.random.default_rng(0)
-    synthetic = input_pipeline.shard_batch(
+    synthetic = data.shard_batch(
         {
             "image": rng.normal(size=(b, s, s, 3)).astype(np.float32),
             "label": rng.integers(0, config.model.num_classes, size=b).astype(np.int32),
@@ -191,22 +193,18 @@ def benchmark(config, args, conv_impl: str) -> list[dict]:
     state, times = _time_steps(compiled, state, repeat(synthetic), args.warmup, args.steps)
     rows = [{**common, "phase": "synthetic", "times": times}]
 
-    try:
-        input_pipeline.check_dataset(config)
-    except input_pipeline.DatasetNotFoundError as error:
-        print(f"[{conv_impl}/{dtype}] pipeline phase skipped: {str(error).splitlines()[0]}")
+    if data_pipeline is None:
+        print(f"[{conv_impl}/{dtype}] pipeline phase skipped: {str(not_found).splitlines()[0]}")
         return rows
-    host_batches = input_pipeline.train_batches(config)
+    host_batches = data_pipeline.train_batches()
     start = time.perf_counter()
     first = next(host_batches)
     first_batch_s = time.perf_counter() - start
 
     def pipeline():
-        yield input_pipeline.shard_batch(
-            {"image": first["image"], "label": first["label"]}, data_sharding
-        )
+        yield data.shard_batch({"image": first["image"], "label": first["label"]}, data_sharding)
         for batch in host_batches:
-            yield input_pipeline.shard_batch(
+            yield data.shard_batch(
                 {"image": batch["image"], "label": batch["label"]}, data_sharding
             )
 

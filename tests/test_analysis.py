@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from configs import smoke
-from ltpa_jax import analyze, checkpointing, features, localization, input_pipeline, train, visualize
+from ltpa_jax import analyze, checkpointing, data, features, localization, train, visualize
 from ltpa_jax.inference import predict_with_attention
 from ltpa_jax.models import create_model
 
@@ -46,7 +46,7 @@ def run_tool(module, *args, timeout=300):
 def test_load_run_gives_the_trained_model(workdir):
     config, model, variables, step = checkpointing.load_run(str(workdir))
     assert step == 8 and config.dataset == "cluttered_digits"
-    batch = next(input_pipeline.eval_batches(config, "test"))
+    batch = next(data.Pipeline.from_config(config).eval_batches("test"))
     logits = model.apply(variables, batch["image"], train=False)
     assert logits.shape == (config.eval_batch_size, 10) and np.isfinite(logits).all()
 
@@ -72,13 +72,14 @@ def test_load_image_file_resizes_and_normalises_like_eval(workdir, tmp_path):
     pixels = np.zeros((50, 70, 3), np.uint8)
     pixels[:, :35] = 255
     Image.fromarray(pixels).save(tmp_path / "half.png")
-    image = input_pipeline.load_image_file(str(tmp_path / "half.png"), config)
+    pipeline = data.Pipeline.from_config(config)
+    image = pipeline.load_image_file(str(tmp_path / "half.png"))
     assert image.shape == (32, 32, 3) and image.dtype == np.float32
-    shown = input_pipeline.denormalize(image[None], config.dataset)[0]
+    shown = pipeline.denormalize(image[None])[0]
     assert shown[:, :12].min() > 0.99 and shown[:, -12:].max() < 0.01
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="bad.png: cannot be decoded"):
-        input_pipeline.load_image_file(str(tmp_path / "bad.png"), config)
+        pipeline.load_image_file(str(tmp_path / "bad.png"))
 
 
 def test_grid_without_labels_and_with_boxes(tmp_path):
@@ -95,7 +96,7 @@ def test_grid_without_labels_and_with_boxes(tmp_path):
 def test_export_features_and_linear_probe(workdir):
     config, model, variables, _ = checkpointing.load_run(str(workdir))
     exported = features.export_features(
-        model, variables, input_pipeline.eval_batches(config, "test")
+        model, variables, data.Pipeline.from_config(config).eval_batches("test")
     )
     n = config.num_digits_test
     assert exported["labels"].shape == (n,)

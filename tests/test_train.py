@@ -20,7 +20,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import smoke
-from ltpa_jax import checkpointing, input_pipeline, train, validation
+from ltpa_jax import checkpointing, train, validation
+from ltpa_jax.data import shard_batch
 from ltpa_jax.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +86,7 @@ def _one_step(mesh, config, batch):
     data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     state = jax.device_put(state, replicated)
     step, _ = train.compile_steps(mesh, schedule)
-    new_state, metrics = step(state, input_pipeline.shard_batch(batch, data))
+    new_state, metrics = step(state, shard_batch(batch, data))
     return jax.device_get(new_state.params), float(metrics.compute()["loss"])
 
 

@@ -1,5 +1,31 @@
-"""Data: the dataset registry, the cluttered digits, transforms, image files and the pipeline."""
+"""Data: the dataset registry, transforms, image files, availability and the pipeline object.
 
+    >>> from ltpa_jax import data
+    >>> pipeline = data.Pipeline.from_config(config)  # Once; raises DatasetNotFoundError.
+    >>> batches = pipeline.train_batches(start_step)
+    >>> for batch in pipeline.eval_batches("test"): ...
+
+Modules, one job each: `registry` (DatasetInfo, DATASETS), `cluttered_digits` (the offline
+dataset), `transforms` (per-example tf.data transforms), `images` (image files as inputs),
+`prepare` (availability check and the explicit preparation), `pipeline` (the object and its
+streams, host slices, global arrays).
+"""
+
+from ltpa_jax.data.images import IMAGE_FILE_SUFFIXES
+from ltpa_jax.data.pipeline import Batch, Pipeline, host_range, shard_batch
+from ltpa_jax.data.prepare import DatasetNotFoundError, prepare_command, prepare_dataset
 from ltpa_jax.data.registry import DATASETS, DatasetInfo, get_dataset_info
 
-__all__ = ["DATASETS", "DatasetInfo", "get_dataset_info"]
+__all__ = [
+    "DATASETS",
+    "IMAGE_FILE_SUFFIXES",
+    "Batch",
+    "DatasetInfo",
+    "DatasetNotFoundError",
+    "Pipeline",
+    "get_dataset_info",
+    "host_range",
+    "prepare_command",
+    "prepare_dataset",
+    "shard_batch",
+]
