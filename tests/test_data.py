@@ -2,29 +2,27 @@
 preparation. Mock TFDS data for the TFDS datasets, tiny generated digits."""
 
 import contextlib
-import os
 import re
-import subprocess
-import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 from unittest import mock
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ltpa_jax import data, validation
 from ltpa_jax.configs import default
 from ltpa_jax.data import cluttered_digits, transforms
 from ltpa_jax.data import pipeline as pipeline_lib
 
-ROOT = Path(__file__).resolve().parents[1]
 MOCK_EXAMPLES = 20  # Every mocked TFDS split has this many examples.
 DIGITS_TRAIN, DIGITS_TEST = 20, 14
 BATCH = 8  # 20 examples -> 2 steps per epoch (4 left over), so epochs are short.
@@ -443,49 +441,23 @@ def test_prepared_tfds_dataset_hosts_resume_and_eval(prepared_cifar10):
 # Global arrays.
 
 
-@pytest.mark.slow
 def test_shard_batch_on_8_cpu_devices():
-    script = textwrap.dedent(
-        """
-        import jax
-        import numpy as np
-        from jax.sharding import NamedSharding, PartitionSpec as P
-        from ltpa_jax import data
-
-        assert jax.device_count() == 8, jax.devices()
-        sharding = NamedSharding(jax.make_mesh((8,), ("data",)), P("data"))
-        batch = {
-            "image": np.arange(16 * 4 * 4 * 3, dtype=np.float32).reshape(16, 4, 4, 3),
-            "label": np.arange(16, dtype=np.int32),
-            "mask": np.ones(16, bool),
-        }
-        out = data.shard_batch(batch, sharding)
-        for key, value in out.items():
-            assert isinstance(value, jax.Array), key
-            assert value.shape == batch[key].shape, key
-            assert value.sharding == sharding, key
-            assert len(value.addressable_shards) == 8, key
-            assert {s.data.shape[0] for s in value.addressable_shards} == {2}, key
-            np.testing.assert_array_equal(np.asarray(value), batch[key])
-        print("SHARDED OK")
-        """
-    )
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    # tests/conftest.py forces 8 CPU devices for every test.
+    assert jax.device_count() == 8, jax.devices()
+    sharding = NamedSharding(jax.make_mesh((8,), ("data",)), P("data"))
+    batch = {
+        "image": np.arange(16 * 4 * 4 * 3, dtype=np.float32).reshape(16, 4, 4, 3),
+        "label": np.arange(16, dtype=np.int32),
+        "mask": np.ones(16, bool),
     }
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "SHARDED OK" in result.stdout
+    out = data.shard_batch(batch, sharding)
+    for key, value in out.items():
+        assert isinstance(value, jax.Array), key
+        assert value.shape == batch[key].shape, key
+        assert value.sharding == sharding, key
+        assert len(value.addressable_shards) == 8, key
+        assert {s.data.shape[0] for s in value.addressable_shards} == {2}, key
+        np.testing.assert_array_equal(np.asarray(value), batch[key])
 
 
 def test_first_examples_masks_past_the_limit_and_stops():
@@ -542,6 +514,18 @@ def test_pipeline_does_not_reread_the_config():
     assert pipeline.steps_per_epoch == DIGITS_TRAIN // BATCH and pipeline.image_size == 64
 
 
+@pytest.fixture
+def prepared(monkeypatch) -> list[tuple[str, dict]]:
+    """Records `(name, kwargs)` of every `download_and_prepare` call, preparing nothing."""
+    calls = []
+    monkeypatch.setattr(
+        tfds.core.DatasetBuilder,
+        "download_and_prepare",
+        lambda self, **kwargs: calls.append((self.name, kwargs)),
+    )
+    return calls
+
+
 def _cub_manual_dir(tmp_path: Path) -> Path:
     manual = tmp_path / "manual"
     manual.mkdir()
@@ -550,13 +534,7 @@ def _cub_manual_dir(tmp_path: Path) -> Path:
     return manual
 
 
-def test_from_config_prepares_nothing(tmp_path, monkeypatch):
-    prepared = []
-    monkeypatch.setattr(
-        tfds.core.DatasetBuilder,
-        "download_and_prepare",
-        lambda self, **kwargs: prepared.append(kwargs),
-    )
+def test_from_config_prepares_nothing(tmp_path, prepared):
     manual = _cub_manual_dir(tmp_path)
     config = make_config(
         "caltech_birds2011", data_dir=str(tmp_path / "data"), manual_dir=str(manual)
@@ -569,13 +547,7 @@ def test_from_config_prepares_nothing(tmp_path, monkeypatch):
     assert data.prepare_command(config) in str(error.value)
 
 
-def test_prepare_dataset_prepares_from_the_manual_dir(tmp_path, monkeypatch):
-    prepared = []
-    monkeypatch.setattr(
-        tfds.core.DatasetBuilder,
-        "download_and_prepare",
-        lambda self, **kwargs: prepared.append((self.name, kwargs)),
-    )
+def test_prepare_dataset_prepares_from_the_manual_dir(tmp_path, prepared):
     manual = _cub_manual_dir(tmp_path)
     config = make_config(
         "caltech_birds2011", data_dir=str(tmp_path / "data"), manual_dir=str(manual)
@@ -587,13 +559,7 @@ def test_prepare_dataset_prepares_from_the_manual_dir(tmp_path, monkeypatch):
     assert kwargs["download_config"].manual_dir == str(manual)
 
 
-def test_prepare_dataset_leaves_prepared_and_generated_data(prepared_cifar10, monkeypatch):
-    prepared = []
-    monkeypatch.setattr(
-        tfds.core.DatasetBuilder,
-        "download_and_prepare",
-        lambda self, **kwargs: prepared.append(kwargs),
-    )
+def test_prepare_dataset_leaves_prepared_and_generated_data(prepared_cifar10, prepared):
     assert data.prepare_dataset(make_config("cifar10", data_dir=prepared_cifar10)) == (
         prepared_cifar10
     )
