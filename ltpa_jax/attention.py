@@ -11,15 +11,20 @@ feature g of the network:
 differ) and calls these functions.
 """
 
-from typing import Literal
+from typing import Literal, assert_never, get_args
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-COMPATIBILITIES = ("pc", "dp")
-NORMALIZATIONS = ("softmax", "sigmoid")
-PROJECTIONS = ("up", "down")
+Compatibility = Literal["pc", "dp"]
+Normalization = Literal["softmax", "sigmoid"]
+Projection = Literal["up", "down"]
+# The allowed values, for `ltpa_jax.validation`: the functions and modules here trust their
+# arguments (a value outside its Literal is a programming error and fails an assertion).
+COMPATIBILITIES: tuple[str, ...] = get_args(Compatibility)
+NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
+PROJECTIONS: tuple[str, ...] = get_args(Projection)
 
 
 def compatibility_pc(local: jax.Array, global_: jax.Array, u: jax.Array) -> jax.Array:
@@ -49,7 +54,7 @@ def compatibility_dp(local: jax.Array, global_: jax.Array) -> jax.Array:
     return jnp.einsum("bhwc,bc->bhw", local, global_)
 
 
-def normalize_attention(scores: jax.Array, method: str) -> jax.Array:
+def normalize_attention(scores: jax.Array, method: Normalization) -> jax.Array:
     """Normalises compatibility scores into an attention map.
 
     Args:
@@ -65,10 +70,10 @@ def normalize_attention(scores: jax.Array, method: str) -> jax.Array:
         return jax.nn.softmax(scores.reshape(b, h * w), axis=-1).reshape(b, h, w)
     if method == "sigmoid":
         return jax.nn.sigmoid(scores)
-    raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {method!r}.")
+    assert_never(method)
 
 
-def attend(local: jax.Array, attention: jax.Array, method: str) -> jax.Array:
+def attend(local: jax.Array, attention: jax.Array, method: Normalization) -> jax.Array:
     """Attended descriptor g_a: the attention-weighted combination of the local features.
 
     For softmax the weights sum to 1, so g_a = sum_i a_i l_i is a convex combination of the
@@ -90,7 +95,7 @@ def attend(local: jax.Array, attention: jax.Array, method: str) -> jax.Array:
         return weighted
     if method == "sigmoid":
         return weighted / (local.shape[1] * local.shape[2])
-    raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {method!r}.")
+    assert_never(method)
 
 
 class AttentionEstimator(nn.Module):
@@ -108,9 +113,9 @@ class AttentionEstimator(nn.Module):
       dtype: computation dtype (e.g. jnp.bfloat16); parameters stay float32.
     """
 
-    compatibility: Literal["pc", "dp"] = "pc"
-    normalization: Literal["softmax", "sigmoid"] = "softmax"
-    projection: Literal["up", "down"] = "up"
+    compatibility: Compatibility = "pc"
+    normalization: Normalization = "softmax"
+    projection: Projection = "up"
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -125,25 +130,23 @@ class AttentionEstimator(nn.Module):
           A dict with "descriptor" g_a [B, C] (C = C_g for "up", C_l for "down"),
           "scores" c [B, H, W] and "attention" a [B, H, W] (float32).
         """
-        if self.compatibility not in COMPATIBILITIES:
-            raise ValueError(
-                f"compatibility must be one of {COMPATIBILITIES}, got {self.compatibility!r}."
-            )
-        if self.projection not in PROJECTIONS:
-            raise ValueError(f"projection must be one of {PROJECTIONS}, got {self.projection!r}.")
         c_local, c_global = local.shape[-1], global_.shape[-1]
         if c_local != c_global:
             if self.projection == "up":
                 local = nn.Conv(
                     c_global, (1, 1), use_bias=False, dtype=self.dtype, name="project_local"
                 )(local)
-            else:
+            elif self.projection == "down":
                 global_ = nn.Dense(c_local, dtype=self.dtype, name="project_global")(global_)
+            else:
+                assert_never(self.projection)
         if self.compatibility == "pc":
             u = self.param("u", nn.initializers.lecun_normal(), (local.shape[-1], 1))[:, 0]
             scores = compatibility_pc(local, global_, u.astype(local.dtype))
-        else:
+        elif self.compatibility == "dp":
             scores = compatibility_dp(local, global_)
+        else:
+            assert_never(self.compatibility)
         scores = scores.astype(jnp.float32)
         attention = normalize_attention(scores, self.normalization)
         descriptor = attend(local.astype(jnp.float32), attention, self.normalization)

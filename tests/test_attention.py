@@ -125,8 +125,10 @@ def test_pc_pipeline_gradients_are_finite_and_nonzero(method):
     ],
     ids=["normalize_attention", "attend"],
 )
-def test_unknown_method_raises_value_error(call):
-    with pytest.raises(ValueError, match="normalization must be one of"):
+def test_unknown_method_fails_instead_of_using_another(call):
+    # Outside the `Normalization` Literal is a programming error (configs are validated, see
+    # test_validation.py): it fails loudly, naming the value, instead of falling through.
+    with pytest.raises(AssertionError, match="'xx'"):
         call(jnp.zeros((B, H, W)))
 
 
@@ -202,10 +204,10 @@ def test_estimator_pc_matches_pure_functions():
 @pytest.mark.parametrize(
     "field, value", [("compatibility", "xx"), ("projection", "xx"), ("normalization", "xx")]
 )
-def test_estimator_rejects_unknown_choice(field, value):
+def test_estimator_fails_on_a_choice_outside_its_literal(field, value):
     module = AttentionEstimator(**{field: value})
-    local, global_, _ = _inputs(9, 4, 8)
-    with pytest.raises(ValueError, match=field):
+    local, global_, _ = _inputs(9, 4, 8)  # C_l != C_g: the projection is read too.
+    with pytest.raises(AssertionError, match=f"'{value}'"):
         module.init(jax.random.key(0), local, global_)
 
 

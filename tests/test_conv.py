@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from configs import default
 from ltpa_jax import create_model, predict_with_attention
+from ltpa_jax.configs import default
 from ltpa_jax.models.conv import matmul_conv, select_conv, winograd_conv
 
 DIMS = ("NHWC", "HWIO", "NHWC")
@@ -113,13 +113,13 @@ def test_winograd_hands_other_convolutions_to_matmul_conv():
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_auto_picks_winograd_on_cpu_and_rejects_unknown():
+def test_auto_picks_winograd_on_cpu_and_fails_on_unknown():
     assert jax.default_backend() == "cpu"
     assert select_conv("auto").__wrapped__ is winograd_conv
     assert select_conv("winograd").__wrapped__ is winograd_conv
     assert select_conv("matmul").__wrapped__ is matmul_conv
     assert select_conv("xla").__wrapped__ is lax.conv_general_dilated
-    with pytest.raises(ValueError, match="conv_impl"):
+    with pytest.raises(KeyError, match="fft"):  # Configs are validated before (test_validation).
         select_conv("fft")
 
 

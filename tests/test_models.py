@@ -5,8 +5,13 @@ Full-size networks are only traced (`jax.eval_shape`, no compute); everything th
 at width 1/16 with tiny batches, to keep the suite fast on two slow CPU cores.
 """
 
+import dataclasses
 import functools
+import hashlib
+import json
 import math
+import typing
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -14,8 +19,9 @@ import numpy as np
 import optax
 import pytest
 
-from configs import default
 from ltpa_jax import create_model, predict
+from ltpa_jax.configs import default
+from ltpa_jax.models import BACKBONES, AttentionSpec, Backbone
 
 WIDTH = 1 / 16
 # The tests only check that compiled programs run and give finite values, so XLA's backend
@@ -125,6 +131,105 @@ def test_global_feature_kernel_adapts_to_input_size(size, kernel):
     params = _abstract_variables(model, (1, size, size, 3))["params"]
     assert params["global_feature"]["kernel"].shape == (kernel, kernel, 512, 512)
     assert params["global_feature"]["bias"].shape == (512,)
+
+
+# --- Parameters stay those of the recorded networks (old checkpoints restore). -----------------
+
+# tests/model_parameters.json was recorded from the models before `AttentionSpec` (issue 12).
+RECORDED = json.loads((Path(__file__).parent / "model_parameters.json").read_text())
+RECORDED_NETWORKS = {  # Name in the record -> model-section overrides.
+    "vgg_att3_concat_pc_up": {},
+    "vgg_plain_no_bn": dict(num_taps=0, batch_norm=False),
+    "vgg_att2_indep_dp_down_after": dict(
+        num_taps=2,
+        head="indep",
+        compatibility="dp",
+        projection="down",
+        tap_position="after",
+        normalization="sigmoid",
+    ),
+    "resnet164_att2_concat_pc_down": dict(backbone="resnet", num_taps=2, projection="down"),
+    "resnet164_plain": dict(backbone="resnet", num_taps=0),
+    "resnet164_att1_indep_dp_up": dict(
+        backbone="resnet", num_taps=1, head="indep", compatibility="dp", projection="up"
+    ),
+}
+RECORDED_SMALL = {  # Networks whose initial values were recorded.
+    "vgg_att3_concat_pc_up": dict(width=0.0625),
+    "vgg_att2_indep_dp_down_after": dict(
+        RECORDED_NETWORKS["vgg_att2_indep_dp_down_after"], width=0.0625
+    ),
+    "resnet11_att2_concat_pc_down": dict(
+        backbone="resnet", depth=11, num_taps=2, projection="down", width=0.25
+    ),
+}
+
+
+def _init_shapes(model_overrides: dict) -> dict[str, tuple[int, ...]]:
+    """Path -> shape of every leaf of `model.init` at 32x32 (params, batch stats, sown maps)."""
+    variables = _abstract_variables(create_model(_config(**model_overrides)), (1, 32, 32, 3))
+    return {
+        jax.tree_util.keystr(path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(variables)
+    }
+
+
+def test_default_vgg_att3_has_the_recorded_parameter_names_and_shapes():
+    recorded = {
+        path: tuple(shape) for path, shape in RECORDED["shapes"]["vgg_att3_concat_pc_up"].items()
+    }
+    assert _init_shapes({}) == recorded
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED_NETWORKS))
+def test_network_has_the_recorded_parameter_names_and_shapes(name):
+    shapes = _init_shapes(RECORDED_NETWORKS[name])
+    text = "\n".join(f"{path} {shape}" for path, shape in sorted(shapes.items()))
+    expected = RECORDED["shape_digests"][name]
+    assert len(shapes) == expected["num_leaves"]
+    assert hashlib.sha256(text.encode()).hexdigest() == expected["sha256"]
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED_SMALL))
+def test_same_seed_gives_the_recorded_initial_parameters(name):
+    model = create_model(_config(**RECORDED_SMALL[name]))
+    variables = jax.jit(lambda x: model.init(jax.random.key(0), x))(jnp.zeros((1, 32, 32, 3)))
+    sums = {
+        jax.tree_util.keystr(path): [
+            float(np.sum(np.asarray(leaf, np.float64))),
+            float(np.sum(np.abs(np.asarray(leaf, np.float64)))),
+        ]
+        for path, leaf in jax.tree_util.tree_leaves_with_path(variables)
+    }
+    recorded = RECORDED["init_sums"][name]
+    assert sorted(sums) == sorted(recorded)
+    for path, value in sums.items():
+        np.testing.assert_allclose(value, recorded[path], rtol=1e-6, atol=1e-6, err_msg=path)
+
+
+# --- The attention spec. ------------------------------------------------------------------------
+
+
+def test_attention_spec_is_built_once_from_the_model_section_and_shared_with_the_head():
+    config = _config(num_taps=2, compatibility="dp", normalization="sigmoid", head="indep")
+    config.model.tap_position, config.model.projection = "after", "down"
+    model = create_model(config)
+    expected = AttentionSpec(
+        num_taps=2,
+        compatibility="dp",
+        normalization="sigmoid",
+        tap_position="after",
+        projection="down",
+        head="indep",
+    )
+    assert model.attention == expected == AttentionSpec.from_config(config.model)
+    assert model.tap_names == ("att2", "att3")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        model.attention.num_taps = 3
+
+
+def test_backbone_registry_has_the_backbone_literals():
+    assert tuple(BACKBONES) == typing.get_args(Backbone)
 
 
 # --- Every variant builds and trains (width 1/16, 32x32, batch 2). -----------------------------

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import default
+from ltpa_jax.configs import default
 from ltpa_jax.models import create_model
 
 

@@ -16,13 +16,15 @@ are interchangeable between them.
 
 import functools
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.ad_checkpoint import checkpoint_name
 
-CONV_IMPLS = ("auto", "xla", "matmul", "winograd")
+ConvImpl = Literal["auto", "xla", "matmul", "winograd"]
+CONV_IMPLS: tuple[str, ...] = get_args(ConvImpl)  # For `ltpa_jax.validation`.
 CONV_OUTPUT = "conv_output"
 """`jax.ad_checkpoint.checkpoint_name` of every convolution's output (see models/remat.py)."""
 
@@ -192,21 +194,21 @@ def _is_nhwc(dimension_numbers) -> bool:
     return tuple(dimension_numbers) == ("NHWC", "HWIO", "NHWC")
 
 
-def select_conv(conv_impl: str):
+_CONVS = {"xla": lax.conv_general_dilated, "matmul": matmul_conv, "winograd": winograd_conv}
+
+
+def select_conv(conv_impl: ConvImpl):
     """The convolution function for `conv_impl` ("auto": winograd on CPU, XLA elsewhere).
 
     Its output is named `CONV_OUTPUT` (for `models.remat`); `.__wrapped__` is the function that
     computes it: `winograd_conv`, `matmul_conv` or `lax.conv_general_dilated`.
+
+    Raises:
+      KeyError: a `conv_impl` outside `ConvImpl` (configs are validated before this is called).
     """
-    if conv_impl not in CONV_IMPLS:
-        raise ValueError(f"model.conv_impl={conv_impl!r} is not valid; use one of {CONV_IMPLS}.")
     if conv_impl == "auto":
         conv_impl = "winograd" if jax.default_backend() == "cpu" else "xla"
-    conv = {
-        "xla": lax.conv_general_dilated,
-        "matmul": matmul_conv,
-        "winograd": winograd_conv,
-    }[conv_impl]
+    conv = _CONVS[conv_impl]
 
     @functools.wraps(conv)  # `select_conv(...).__wrapped__` is the implementation.
     def named_conv(*args, **kwargs) -> jax.Array:

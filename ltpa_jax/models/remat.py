@@ -12,20 +12,26 @@ kept for it.
   are not recomputed.
 """
 
+from typing import Literal, assert_never, get_args
+
 import flax.linen as nn
 import jax
 
 from ltpa_jax.models.conv import CONV_OUTPUT
 
-REMAT_MODES = ("none", "full", "keep_conv")
+RematMode = Literal["none", "full", "keep_conv"]
+REMAT_MODES: tuple[str, ...] = get_args(RematMode)  # For `ltpa_jax.validation` and benchmarks.
 
 
-def remat_block(block: type[nn.Module], mode: str) -> type[nn.Module]:
+def remat_block(block: type[nn.Module], mode: RematMode) -> type[nn.Module]:
     """`block` (a module called as `block(x, train)`) wrapped for `mode`; as is for "none"."""
-    if mode not in REMAT_MODES:
-        raise ValueError(f"config.remat={mode!r} is not valid; use one of {REMAT_MODES}.")
     if mode == "none":
         return block
-    policy = None if mode == "full" else jax.checkpoint_policies.save_only_these_names(CONV_OUTPUT)
+    if mode == "full":
+        policy = None
+    elif mode == "keep_conv":
+        policy = jax.checkpoint_policies.save_only_these_names(CONV_OUTPUT)
+    else:
+        assert_never(mode)
     # static_argnums counts `self` as 0: argument 2 is `train`, a Python bool.
     return nn.remat(block, static_argnums=(2,), policy=policy)

@@ -36,14 +36,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ltpa_jax.models.conv import select_conv
-from ltpa_jax.models.heads import (
-    classifier,
-    classify_with_attention,
-    kernel_init,
-    last_taps,
-)
-from ltpa_jax.models.remat import remat_block
+from ltpa_jax.models.conv import ConvImpl, select_conv
+from ltpa_jax.models.heads import classifier, classify_with_attention, kernel_init
+from ltpa_jax.models.remat import RematMode, remat_block
+from ltpa_jax.models.spec import AttentionSpec
 from ltpa_jax.models.vgg import scaled
 
 STAGE_WIDTHS = (16, 32, 64)  # Bottleneck widths; block outputs are EXPANSION times wider.
@@ -54,17 +50,16 @@ TAP_NAMES = ("att1", "att2")  # End of stage 2 and end of stage 3.
 TAP_POSITIONS = ("before",)  # No max-pool follows a ResNet tap: only "before" exists.
 
 
+def is_valid_depth(depth: int) -> bool:
+    """Whether depth = 9n + 2 with n >= 1 (for `ltpa_jax.validation`)."""
+    return depth >= 11 and (depth - 2) % 9 == 0
+
+
 def blocks_per_stage(depth: int) -> int:
     """n for depth = 9n + 2 (three stages of n bottlenecks of 3 layers, plus stem and classifier).
 
-    Raises:
-        ValueError: for a depth not of that form, naming valid ones.
+    The depth is one that `is_valid_depth` accepts (the config validation checks it).
     """
-    if not isinstance(depth, int) or depth < 11 or (depth - 2) % 9:
-        raise ValueError(
-            f"model.depth={depth!r} is not a bottleneck ResNet depth: use 9n + 2 with n >= 1 "
-            "bottleneck blocks per stage, e.g. 11, 20, 29, 56, 110 or 164 (the paper's)."
-        )
     return (depth - 2) // 9
 
 
@@ -86,7 +81,7 @@ class PreActBottleneck(nn.Module):
 
     width: int
     stride: int = 1
-    conv_impl: str = "auto"
+    conv_impl: ConvImpl = "auto"
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -128,13 +123,11 @@ class PreActResNetAtt(nn.Module):
       num_classes: classifier outputs.
       depth: 9n + 2 layers, n bottleneck blocks per stage (164 = the paper's ResNet-164).
       width: channel multiplier (1.0 = widths 16/32/64, x4 = 64/128/256).
-      num_taps: 0 (plain: BN-ReLU, global average pooling, linear), 1 ("att2", stage 3) or 2
-        ("att1" stage 2 and "att2" stage 3: RN-att2).
-      compatibility: "pc" or "dp".
-      normalization: "softmax" or "sigmoid".
-      projection: "down" (paper: g mapped to the stage-2 width for "att1") or "up" (the
-        stage-2 features projected up to the width of g).
-      head: "concat" or "indep".
+      attention: the attention hyper-parameters (`AttentionSpec`): `num_taps` 0 (plain: BN-ReLU,
+        global average pooling, linear), 1 ("att2", stage 3) or 2 ("att1" stage 2 and "att2"
+        stage 3: RN-att2); `projection` "down" (paper: g mapped to the stage-2 width for
+        "att1") or "up" (the stage-2 features projected up to the width of g); the head. Its
+        `tap_position` is not read: a ResNet tap has no max-pool after it ("before" only).
       conv_impl: "auto", "xla", "matmul" or "winograd" (see models/conv.py); same parameters.
       remat: "none", "full" or "keep_conv" rematerialisation of each bottleneck (see
         models/remat.py); parameters are the same.
@@ -144,19 +137,15 @@ class PreActResNetAtt(nn.Module):
     num_classes: int
     depth: int = 164
     width: float = 1.0
-    num_taps: int = 2
-    compatibility: str = "pc"
-    normalization: str = "softmax"
-    projection: str = "down"
-    head: str = "concat"
-    conv_impl: str = "auto"
-    remat: str = "none"
+    attention: AttentionSpec = AttentionSpec(num_taps=2, projection="down")
+    conv_impl: ConvImpl = "auto"
+    remat: RematMode = "none"
     dtype: jnp.dtype = jnp.float32
 
     @property
     def tap_names(self) -> tuple[str, ...]:
         """Names of the attention taps this network has, in network order."""
-        return last_taps(TAP_NAMES, self.num_taps)
+        return self.attention.tap_names(TAP_NAMES)
 
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
@@ -210,7 +199,9 @@ class PreActResNetAtt(nn.Module):
         taps["att2"] = x
         g = self._global_feature(x, train)
         self.sow("descriptors", "global", g.astype(jnp.float32))
-        return classify_with_attention(self, taps, g)
+        return classify_with_attention(
+            self, taps, g, num_classes=self.num_classes, attention=self.attention, dtype=self.dtype
+        )
 
     def _global_feature(self, x: jax.Array, train: bool) -> jax.Array:
         """g from the activated stage-3 output [B, H, W, C]: [B, 256 * width] (spec section 5)."""

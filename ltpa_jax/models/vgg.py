@@ -11,14 +11,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ltpa_jax.models.conv import select_conv
-from ltpa_jax.models.heads import (
-    classifier,
-    classify_with_attention,
-    kernel_init,
-    last_taps,
-)
-from ltpa_jax.models.remat import remat_block
+from ltpa_jax.models.conv import ConvImpl, select_conv
+from ltpa_jax.models.heads import classifier, classify_with_attention, kernel_init
+from ltpa_jax.models.remat import RematMode, remat_block
+from ltpa_jax.models.spec import AttentionSpec
 
 # (output channels of each conv, tap name at the end of the stage or None), per stage.
 STAGES = (
@@ -29,7 +25,6 @@ STAGES = (
     ((512, 512, 512), "att3"),
 )
 TAP_NAMES = ("att1", "att2", "att3")
-TAP_POSITIONS = ("before", "after")
 GLOBAL_WIDTH = 512
 
 
@@ -44,7 +39,7 @@ class ConvBNReLU(nn.Module):
     features: int
     batch_norm: bool = True
     dtype: jnp.dtype = jnp.float32
-    conv_impl: str = "auto"
+    conv_impl: ConvImpl = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -75,12 +70,10 @@ class VGGAtt(nn.Module):
     Attributes:
       num_classes: classifier outputs.
       width: channel multiplier (1.0 = the paper's network).
-      num_taps: number of attention taps, the last n of (att1, att2, att3); 0 = no attention.
-      compatibility: "pc" or "dp".
-      normalization: "softmax" or "sigmoid".
-      tap_position: "before" or "after" the max-pool that follows each tap.
-      projection: "up" or "down", how att1 (256 channels) is matched to g (512).
-      head: "concat" or "indep".
+      attention: the attention hyper-parameters (`AttentionSpec`): `num_taps` of the taps
+        (att1, att2, att3), the last n (0 = the plain VGG), their `tap_position` "before" or
+        "after" the max-pool that follows each, and the head; `projection` matches att1 (256
+        channels) to g (512).
       batch_norm: batch norm after each conv.
       conv_impl: "auto", "xla", "matmul" or "winograd" (see models/conv.py); same parameters.
       remat: "none", "full" or "keep_conv" rematerialisation of each conv block (see
@@ -90,21 +83,16 @@ class VGGAtt(nn.Module):
 
     num_classes: int
     width: float = 1.0
-    num_taps: int = 3
-    compatibility: str = "pc"
-    normalization: str = "softmax"
-    tap_position: str = "before"
-    projection: str = "up"
-    head: str = "concat"
+    attention: AttentionSpec = AttentionSpec()
     batch_norm: bool = True
-    conv_impl: str = "auto"
-    remat: str = "none"
+    conv_impl: ConvImpl = "auto"
+    remat: RematMode = "none"
     dtype: jnp.dtype = jnp.float32
 
     @property
     def tap_names(self) -> tuple[str, ...]:
         """Names of the attention taps this network has, in network order."""
-        return last_taps(TAP_NAMES, self.num_taps)
+        return self.attention.tap_names(TAP_NAMES)
 
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
@@ -137,7 +125,7 @@ class VGGAtt(nn.Module):
                 continue
             pooled = max_pool(x)
             if tap in self.tap_names:
-                taps[tap] = x if self.tap_position == "before" else pooled
+                taps[tap] = x if self.attention.tap_position == "before" else pooled
             x = pooled
         for _ in range(2):
             conv_index += 1
@@ -162,4 +150,6 @@ class VGGAtt(nn.Module):
         self.sow("descriptors", "global", g.astype(jnp.float32))
         if not taps:
             return classifier(self.num_classes, self.dtype, "classifier")(g).astype(jnp.float32)
-        return classify_with_attention(self, taps, g)
+        return classify_with_attention(
+            self, taps, g, num_classes=self.num_classes, attention=self.attention, dtype=self.dtype
+        )
