@@ -115,29 +115,31 @@ def create_manager(
     # Asynchronous saves, with the step and item folders created synchronously.
     #
     # The race once seen in CI ("Checkpoint directory does not exist: .../1.orbax-checkpoint-
-    # tmp/state.orbax-checkpoint-tmp", raised in the background commit of step 1) is not two
-    # saves overlapping: CheckpointManager.save waits for the previous save's background
-    # commit and finalisation (wait_until_finished) before it starts the next one. It is in
-    # Orbax's *asynchronous directory creation* (AsyncOptions.create_directories_asynchronously,
-    # on by default since orbax-checkpoint 0.11.11): the step's temporary folder
-    # `<step>.orbax-checkpoint-tmp` and each item's `state.orbax-checkpoint-tmp` inside it are
-    # then made by background futures, ordered against each other and against the array
-    # writers only by in-process "awaitable signals" keyed by a process-global operation
-    # counter (orbax/_src/futures). The step-folder future deletes a temporary folder it finds
-    # already there ("Attempted to create temporary directory ... which already exists.
-    # Removing existing directory since it is not finalized", path/atomicity.py), so any
-    # mis-ordering removes the item folder from under the writers, and the background metadata
-    # read that follows the array writes (metadata/array_metadata_store.py) finds it gone: the
-    # error above. Orbax's maintainers turned the same option off where they could not rule
-    # this out (its local and replicator emergency managers, commit 7abc2abe; the v1 API's
-    # compatibility path, "TODO: Remove this once we have a better way to handle async
-    # directory creation", commit 31b49557), and rewrote it for the v1 API because starting
-    # it on the main thread and finishing it in the background "does not play well with
-    # asyncio event loops" (commit 695d2a25). With create_directories_asynchronously=False both
-    # folders exist before `save` returns and before any background write starts; only the
-    # array writes, the metadata and the final rename run in the background. The cost is a
-    # couple of mkdir calls on the main thread per save; the state itself is still written in
-    # the background, which is what matters on a bucket or Drive workdir.
+    # tmp/state.orbax-checkpoint-tmp") was raised in the background commit of step 1, by the
+    # metadata read that follows the array writes (orbax/_src/metadata/array_metadata_store.py
+    # `read`, called from base_pytree_checkpoint_handler `_write_metadata_after_commits`). It
+    # is not two saves overlapping: CheckpointManager.save waits for the previous save's
+    # commit and finalisation (`wait_until_finished`) before it starts the next one. During a
+    # save, the one piece of orbax-checkpoint 0.12.8 that creates that folder late, or
+    # removes it, is *asynchronous directory creation* (AsyncOptions.
+    # create_directories_asynchronously, on by default since 0.11.11): `<step>.orbax-
+    # checkpoint-tmp` and `state.orbax-checkpoint-tmp` inside it are then made by two
+    # background futures, ordered against each other and against the writers only by
+    # in-process "awaitable signals" keyed by a process-global operation counter
+    # (_src/futures), and the step-folder future deletes a temporary folder it finds already
+    # there ("... which already exists. Removing existing directory since it is not
+    # finalized", _src/path/atomicity.py). Orbax's maintainers turned this option off where
+    # they could not rely on it (the emergency local and replicator managers, commit
+    # 7abc2abe; the v1 API's compatibility path, "TODO: Remove this once we have a better way
+    # to handle async directory creation", commit 31b49557) and rewrote it for the v1 API,
+    # since starting it on the main thread and finishing it in a background thread "does not
+    # play well with asyncio event loops" (commit 695d2a25). We could not reproduce the race
+    # (hundreds of back-to-back saves pass here with the defaults), so we remove its only
+    # candidate: with create_directories_asynchronously=False both folders exist before
+    # `save` returns, before any background write starts. The arrays, the metadata and the
+    # final rename still happen in the background, so a save blocks training only for the
+    # device-to-host copy and two mkdirs, on a bucket or Drive workdir too.
+    # tests/test_checkpointing.py saves every step back to back and reads every kept step.
     if keep_best:
         # One set of step folders, one policy: a step is kept while it is among the latest
         # `keep` or among the `keep_best` best by accuracy. No second copy of the state (as a
