@@ -1,0 +1,250 @@
+"""The device-resident input path: same batches as the host path, exact resume, scanned steps.
+
+Runs with 8 forced CPU devices (conftest.py): device batches are sharded over all of them.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from configs import smoke
+from ltpa_jax import train
+from ltpa_jax.data import augment, device, get_dataset_info
+from ltpa_jax.models import create_model
+
+CIFAR = get_dataset_info("cifar10")
+
+
+def random_split(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    return images, rng.integers(0, 10, n).astype(np.int32)
+
+
+def spec(batch_size: int = 16, **overrides) -> device.TrainSpec:
+    fields = dict(
+        batch_size=batch_size,
+        seed=3,
+        augment=True,
+        padding=4,
+        mode="constant",
+        flip=True,
+        mean=CIFAR.mean,
+        std=CIFAR.std,
+    )
+    return device.TrainSpec(**{**fields, **overrides})
+
+
+def numpy_batch(images, labels, step, s: device.TrainSpec):
+    """The batch of `step` written out with NumPy: order, pad, crop, flip, normalise."""
+    steps_per_epoch = len(labels) // s.batch_size
+    epoch, i = divmod(step, steps_per_epoch)
+    order = np.asarray(augment.epoch_permutation(s.seed, epoch, len(labels)))
+    idx = order[i * s.batch_size : (i + 1) * s.batch_size]
+    offsets, flips = map(
+        np.asarray,
+        augment.example_augmentation(s.seed, epoch, idx, padding=s.padding, flip=s.flip),
+    )
+    pad = ((s.padding, s.padding), (s.padding, s.padding), (0, 0))
+    out = []
+    for k, j in enumerate(idx):
+        padded = np.pad(images[j], pad, mode=s.mode)
+        crop = padded[offsets[k, 0] : offsets[k, 0] + 32, offsets[k, 1] : offsets[k, 1] + 32]
+        out.append(crop[:, ::-1] if flips[k] else crop)
+    x = (np.stack(out).astype(np.float32) / 255.0 - np.float32(s.mean)) / np.float32(s.std)
+    return x, labels[idx]
+
+
+def test_epoch_permutation_is_a_permutation_of_seed_and_epoch():
+    order = np.asarray(augment.epoch_permutation(0, 0, 1000))
+    assert order.dtype == np.int32 and sorted(order) == list(range(1000))
+    assert not np.array_equal(order, np.asarray(augment.epoch_permutation(0, 1, 1000)))
+    assert not np.array_equal(order, np.asarray(augment.epoch_permutation(1, 0, 1000)))
+    np.testing.assert_array_equal(order, np.asarray(augment.epoch_permutation(0, 0, 1000)))
+
+
+def test_example_augmentation_depends_on_the_example_not_its_position():
+    indices = np.array([5, 17, 900, 3])
+    offsets, flips = augment.example_augmentation(7, 2, indices, padding=4, flip=True)
+    again, flips_again = augment.example_augmentation(7, 2, indices[::-1], padding=4, flip=True)
+    np.testing.assert_array_equal(offsets, np.asarray(again)[::-1])
+    np.testing.assert_array_equal(flips, np.asarray(flips_again)[::-1])
+    many, _ = augment.example_augmentation(7, 2, np.arange(4000), padding=4, flip=True)
+    assert np.asarray(many).min() == 0 and np.asarray(many).max() == 8
+    _, no_flips = augment.example_augmentation(7, 2, np.arange(100), padding=4, flip=False)
+    assert not np.asarray(no_flips).any()
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect"])
+def test_pad_crop_flip_matches_numpy(mode):
+    images, _ = random_split(6)
+    offsets = np.array([[0, 0], [8, 8], [3, 5], [8, 0], [4, 4], [1, 7]], np.int32)
+    flips = np.array([False, True, True, False, False, True])
+    out = np.asarray(augment.pad_crop_flip(images, offsets, flips, padding=4, mode=mode))
+    assert out.dtype == np.uint8
+    for k in range(6):
+        padded = np.pad(images[k], ((4, 4), (4, 4), (0, 0)), mode=mode)
+        crop = padded[offsets[k, 0] : offsets[k, 0] + 32, offsets[k, 1] : offsets[k, 1] + 32]
+        np.testing.assert_array_equal(out[k], crop[:, ::-1] if flips[k] else crop)
+
+
+def test_device_batches_are_the_numpy_batches_across_an_epoch_boundary():
+    images, labels = random_split(40)  # 2 steps per epoch at batch 16 (8 examples dropped).
+    s = spec(16, mode="reflect")
+    data = device.DeviceTrainData(images, labels, mesh=train.create_mesh(), spec=s)
+    assert data.steps_per_epoch == 2
+    for step in range(4):  # The first steps of two epochs.
+        batch = data.batch(step)
+        assert batch["image"].sharding.spec == P("data")
+        assert len(batch["image"].sharding.device_set) == 8
+        x, y = numpy_batch(images, labels, step, s)
+        np.testing.assert_array_equal(np.asarray(batch["label"]), y)
+        np.testing.assert_allclose(np.asarray(batch["image"]), x, rtol=0, atol=1e-6)
+
+
+def test_device_stream_resumed_at_a_step_is_the_uninterrupted_stream():
+    images, labels = random_split(48)
+    data = device.DeviceTrainData(images, labels, mesh=train.create_mesh(), spec=spec(16))
+    full = [jax.device_get(b) for b, _ in zip(data.batches(0), range(7), strict=False)]
+    resumed = [jax.device_get(b) for b, _ in zip(data.batches(4), range(3), strict=False)]
+    for a, b in zip(full[4:], resumed, strict=True):
+        np.testing.assert_array_equal(a["image"], b["image"])
+        np.testing.assert_array_equal(a["label"], b["label"])
+    assert not np.array_equal(full[0]["label"], full[3]["label"])
+
+
+def test_no_augmentation_only_orders_and_normalises():
+    images, labels = random_split(32)
+    s = spec(16, augment=False)
+    data = device.DeviceTrainData(images, labels, mesh=train.create_mesh(), spec=s)
+    idx = np.asarray(augment.epoch_permutation(s.seed, 0, 32))[16:32]
+    expected = (images[idx] / np.float32(255) - np.float32(s.mean)) / np.float32(s.std)
+    np.testing.assert_allclose(np.asarray(data.batch(1)["image"]), expected, atol=1e-6)
+
+
+def test_eval_batches_cover_the_split_once_with_the_padded_rows_masked():
+    images, labels = random_split(40)
+    data = device.DeviceEvalData(
+        images, labels, mesh=train.create_mesh(), batch_size=16, mean=CIFAR.mean, std=CIFAR.std
+    )
+    batches = [jax.device_get(b) for b in data.batches()]
+    assert len(batches) == 3
+    mask = np.concatenate([b["mask"] for b in batches])
+    np.testing.assert_array_equal(mask, np.arange(48) < 40)
+    got = np.concatenate([b["label"] for b in batches])[:40]
+    np.testing.assert_array_equal(got, labels)
+    x = np.concatenate([b["image"] for b in batches])
+    expected = (images / np.float32(255) - np.float32(CIFAR.mean)) / np.float32(CIFAR.std)
+    np.testing.assert_allclose(x[:40], expected, atol=1e-6)
+    assert not x[40:].any()  # Padded rows are zeros, as the host path's.
+
+
+def test_memory_budget_refuses_a_split_that_does_not_fit_naming_the_field():
+    images, labels = random_split(64)
+    with pytest.raises(device.DeviceMemoryError, match=r"config\.input_on_device"):
+        device.DeviceTrainData(
+            images, labels, mesh=train.create_mesh(), spec=spec(16), max_fraction=1e-9
+        )
+    with pytest.raises(ValueError, match="--config.input_on_device=off"):
+        device.check_fits(2**40)  # A terabyte does not fit a quarter of this machine.
+    device.check_fits(images.nbytes)  # 200 kB does.
+
+
+def test_supports_cifar_and_svhn_at_native_size_only():
+    assert device.supports(get_dataset_info("cifar100"), 32)
+    assert device.supports(get_dataset_info("svhn_cropped"), 32)
+    assert not device.supports(get_dataset_info("cifar100"), 64)
+    assert not device.supports(get_dataset_info("caltech_birds2011"), 224)
+    assert not device.supports(get_dataset_info("cluttered_digits"), 64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Several steps per dispatch.
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_setup():
+    config = smoke.get_config()
+    config.model.width = 1 / 32
+    config.model.conv_impl = "xla"
+    # Small steps: this 2-channel net amplifies rounding (a 1e-7 relative change of the
+    # parameters grew to 1e-4 in 3 steps at lr 0.05), and a rolled loop over 8 devices rounds
+    # its sums differently from single steps.
+    config.learning_rate = 0.002
+    mesh = train.create_mesh()
+    schedule = train.learning_rate_schedule(config, steps_per_epoch=2)
+    model = create_model(config)
+    init = jax.jit(
+        functools.partial(train.create_train_state, config, model, schedule=schedule),
+        out_shardings=NamedSharding(mesh, P()),
+    )
+    step_fn = functools.partial(train.train_step, schedule=schedule)
+    return config, mesh, init, step_fn
+
+
+def assert_trees_close(a, b, rtol=1e-5, atol=1e-5):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def test_scanned_steps_equal_single_steps():
+    config, mesh, init, step_fn = tiny_setup()
+    images, labels = random_split(48)
+    data = device.DeviceTrainData(images, labels, mesh=mesh, spec=spec(16))
+    single = jax.jit(step_fn)
+    state = init(jax.random.key(0))
+    merged = None
+    for step in range(3):
+        state, m = single(state, data.batch(step))
+        merged = m if merged is None else merged.merge(m)
+    expected_state, expected_metrics = state, merged.compute()
+
+    state = init(jax.random.key(0))
+    run = device.compile_device_steps(step_fn, mesh, num_steps=3)
+    state, stacked = run(state, data.data, 0, data.spec)
+    assert int(state.step) == 3
+    assert_trees_close(state.params, expected_state.params)
+    assert_trees_close(state.batch_stats, expected_state.batch_stats)
+    assert_trees_close(state.opt_state, expected_state.opt_state)
+    got = stacked.reduce().compute()
+    for key, value in expected_metrics.items():
+        np.testing.assert_allclose(float(got[key]), float(value), rtol=1e-5, atol=1e-6)
+
+    # The same over host batches stacked [k, B, ...].
+    state = init(jax.random.key(0))
+    batches = [jax.device_get(data.batch(step)) for step in range(3)]
+    stacked_batches = jax.tree.map(lambda *xs: np.stack(xs), *batches)
+    state, stacked = device.compile_scan_steps(step_fn, mesh)(state, stacked_batches)
+    assert_trees_close(state.params, expected_state.params)
+    np.testing.assert_allclose(
+        float(stacked.reduce().compute()["loss"]), float(expected_metrics["loss"]), rtol=1e-5
+    )
+
+
+def test_resumed_scanned_training_equals_uninterrupted_training():
+    _, mesh, init, step_fn = tiny_setup()
+    images, labels = random_split(48)
+    data = device.DeviceTrainData(images, labels, mesh=mesh, spec=spec(16))
+    run2 = device.compile_device_steps(step_fn, mesh, num_steps=2)
+    run4 = device.compile_device_steps(step_fn, mesh, num_steps=4)
+    straight, _ = run4(init(jax.random.key(0)), data.data, 0, data.spec)
+    halfway, _ = run2(init(jax.random.key(0)), data.data, 0, data.spec)
+    # "Killed" here: the state goes to the host (as a checkpoint) and back.
+    restored = jax.device_put(jax.device_get(halfway), NamedSharding(mesh, P()))
+    resumed, _ = run2(restored, data.data, 2, data.spec)
+    assert int(resumed.step) == 4
+    assert_trees_close(resumed.params, straight.params, rtol=1e-6, atol=1e-7)
+    assert_trees_close(resumed.batch_stats, straight.batch_stats, rtol=1e-6, atol=1e-7)
+
+
+def test_device_batches_ignore_jax_default_prng_impl():
+    before = np.asarray(augment.epoch_permutation(0, 0, 100))
+    with jax.default_prng_impl("rbg"):
+        after = np.asarray(augment.epoch_permutation(0, 0, 100))
+    np.testing.assert_array_equal(before, after)
+    assert jnp.issubdtype(augment.epoch_key(0, 0).dtype, jax.dtypes.prng_key)
