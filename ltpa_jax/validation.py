@@ -36,7 +36,6 @@ from ltpa_jax import attention
 from ltpa_jax.configs import default
 
 BASE_CONFIG_FILE = "ltpa_jax/configs/default.py"
-CROP_PADDING_MODES = ("constant", "reflect")
 
 
 class ConfigError(ValueError):
@@ -352,9 +351,18 @@ def _check_model(m: ml_collections.ConfigDict) -> None:
 
 def _check_training(config: ml_collections.ConfigDict) -> None:
     """Choices and numbers of the data, optimisation, logging and checkpoint fields."""
-    _check_choice("config.crop_padding_mode", config.crop_padding_mode, CROP_PADDING_MODES)
+    from ltpa_jax.data import transforms  # Here: it imports TensorFlow.
+
+    padding_modes = get_args(transforms.CropPaddingMode)
+    _check_choice("config.crop_padding_mode", config.crop_padding_mode, padding_modes)
     _check_choice("config.remat", config.remat, _remat_modes())
     _check_ranges(config, _TRAINING_RANGES, "config")
+    if config.crop_padding_mode == "reflect" and config.crop_padding >= config.image_size:
+        raise ConfigError(
+            f"config.crop_padding={config.crop_padding} with config.crop_padding_mode='reflect' "
+            f"must be below config.image_size={config.image_size} (a mirror cannot reach "
+            "further than the image); e.g. --config.crop_padding=4."
+        )
     if config.num_train_steps <= 0 and config.num_epochs <= 0:
         raise ConfigError(
             f"config.num_epochs={config.num_epochs} and config.num_train_steps="

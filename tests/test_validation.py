@@ -260,6 +260,15 @@ def test_numbers_at_the_edges_of_their_ranges_are_accepted(overrides):
     validation.check_config(_config(**overrides))
 
 
+def test_reflect_padding_must_be_narrower_than_the_image():
+    config = _config(crop_padding=32, crop_padding_mode="reflect")
+    message = _refused(validation.check_config, config)
+    assert "config.crop_padding=32" in message and "config.image_size=32" in message
+    assert "--config.crop_padding=4" in message
+    validation.check_config(_config(crop_padding=31, crop_padding_mode="reflect"))
+    validation.check_config(_config(crop_padding=32, crop_padding_mode="constant"))
+
+
 def test_nothing_to_train_names_both_fields():
     message = _refused(validation.check_config, _config(num_epochs=0, num_train_steps=-1))
     assert "config.num_epochs=0" in message and "config.num_train_steps=-1" in message
