@@ -284,16 +284,22 @@ def _example_ids(images: np.ndarray) -> list[int]:
     return [int(v) for v in np.rint(pixels * 255)]
 
 
-def test_hosts_read_disjoint_tfds_slices():
+def test_hosts_split_global_batches_and_read_disjoint_eval_slices():
     config = make_config("cifar10", augment=False)
     with tfds.testing.mock_data(as_dataset_fn=_indexed_as_dataset):
         pipeline = pipe(config)
         train = [
             take(pipeline.train_batches(process_index=i, process_count=2), 2) for i in range(2)
         ]
+        whole = take(pipeline.train_batches(process_index=0, process_count=1), 2)
         evals = [list(pipeline.eval_batches(process_index=i, process_count=2)) for i in range(2)]
+    # CIFAR's training order is one permutation of the whole split (data.augment, shared with
+    # the device path): each host yields its half of every global batch.
+    for step in range(2):
+        halves = [_example_ids(train[host][step]["image"]) for host in range(2)]
+        assert halves[0] + halves[1] == _example_ids(whole[step]["image"])
     train_ids = [{i for b in batches for i in _example_ids(b["image"])} for batches in train]
-    assert train_ids[0] <= set(range(10)) and train_ids[1] <= set(range(10, 20))
+    assert not train_ids[0] & train_ids[1]
     assert len(train_ids[0]) == len(train_ids[1]) == BATCH
     eval_ids = [
         [i for b in batches for i in _example_ids(b["image"][b["mask"]])] for batches in evals

@@ -9,10 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from configs import smoke
+from ltpa_jax import data as data_lib
 from ltpa_jax import train
 from ltpa_jax.data import augment, device, get_dataset_info
 from ltpa_jax.models import create_model
@@ -105,6 +107,48 @@ def test_device_batches_are_the_numpy_batches_across_an_epoch_boundary():
         x, y = numpy_batch(images, labels, step, s)
         np.testing.assert_array_equal(np.asarray(batch["label"]), y)
         np.testing.assert_allclose(np.asarray(batch["image"]), x, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect"])
+def test_device_batches_equal_host_batches_on_mock_cifar(mode):
+    config = smoke.get_config()  # cifar10, batch 16.
+    config.crop_padding_mode = mode
+    config.eval_batch_size = 16
+    with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
+        pipeline = data_lib.Pipeline.from_config(config)
+        assert pipeline.supports_device_input and pipeline.steps_per_epoch == 2
+        host = [b for b, _ in zip(pipeline.train_batches(0), range(4), strict=False)]
+        resumed = [b for b, _ in zip(pipeline.train_batches(3), range(1), strict=False)]
+        host_eval = list(pipeline.eval_batches("test"))
+        arrays = {split: pipeline.split_arrays(split) for split in ("train", "test")}
+    mesh = train.create_mesh()
+    on_device = device.DeviceTrainData(
+        arrays["train"]["image"],
+        arrays["train"]["label"],
+        mesh=mesh,
+        spec=device.TrainSpec.from_config(config, pipeline.info),
+    )
+    for step in range(4):  # The first two steps of two epochs: same examples, crops, flips.
+        batch = jax.device_get(on_device.batch(step))
+        np.testing.assert_array_equal(batch["label"], host[step]["label"])
+        np.testing.assert_allclose(batch["image"], host[step]["image"], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(resumed[0]["image"], host[3]["image"])
+    assert not np.array_equal(host[0]["image"], host[2]["image"])
+
+    on_device_eval = device.DeviceEvalData(
+        arrays["test"]["image"],
+        arrays["test"]["label"],
+        mesh=mesh,
+        batch_size=config.eval_batch_size,
+        mean=pipeline.info.mean,
+        std=pipeline.info.std,
+    )
+    device_eval = [jax.device_get(b) for b in on_device_eval.batches()]
+    assert len(device_eval) == len(host_eval) == 3
+    for a, b in zip(device_eval, host_eval, strict=True):
+        np.testing.assert_array_equal(a["mask"], b["mask"])
+        np.testing.assert_array_equal(a["label"], b["label"])
+        np.testing.assert_allclose(a["image"], b["image"], rtol=0, atol=1e-6)
 
 
 def test_device_stream_resumed_at_a_step_is_the_uninterrupted_stream():

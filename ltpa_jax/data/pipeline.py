@@ -11,9 +11,13 @@ part of the preprocessing, and then, for training, builds one pipeline per epoch
     -> batch(drop_remainder) -> take(steps_per_epoch)
 
 so the batches depend only on (config, step): a stream started at `start_step` yields exactly
-what the stream started at 0 yields from that step on. Evaluation is one pass in file order,
-padded (clu's `pad_dataset`) to the same number of full batches on every host, the padding
-flagged by a boolean `mask`.
+what the stream started at 0 yields from that step on. Datasets stored at the input size with
+pad-and-crop augmentation (CIFAR-10/100, SVHN) instead take their order, crops and flips from
+`data.augment`, the function of (seed, epoch, example index) that the device-resident path
+(`data.device`) draws from too, so both paths give the same batches: every host then holds the
+whole training split (`split_arrays`, 150-230 MB) and takes its rows of each global batch.
+Evaluation is one pass in file order, padded (clu's `pad_dataset`) to the same number of full
+batches on every host, the padding flagged by a boolean `mask`.
 
 Host slices follow `tfds.even_splits` (the first `N % process_count` hosts get one example
 more) and are read as `split[start:end]`. The training slice is cached in memory after the
@@ -38,7 +42,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from clu import deterministic_data
 
-from ltpa_jax.data import cluttered_digits, images, prepare, transforms
+from ltpa_jax.data import augment, cluttered_digits, device, images, prepare, transforms
 from ltpa_jax.data.registry import DatasetInfo, get_dataset_info
 
 Batch = dict[str, np.ndarray]
@@ -178,6 +182,7 @@ class Pipeline:
         self._not_prepared = not_prepared
         self._split_sizes: dict[str, int] = {}
         self._class_names: list[str] | None = None
+        self._arrays: dict[str, dict[str, np.ndarray]] = {}
 
     @classmethod
     def from_config(
@@ -298,6 +303,50 @@ class Pipeline:
         """
         return images.load_image_file(path, self.info, self.image_size)
 
+    @property
+    def supports_device_input(self) -> bool:
+        """Whether the device-resident path (`data.device`) can train on this dataset and size.
+
+        CIFAR-10/100 and SVHN at 32x32: their training order and augmentation come from
+        `data.augment` on both paths.
+        """
+        return device.supports(self.info, self.image_size)
+
+    def split_arrays(self, split: str) -> dict[str, np.ndarray]:
+        """A whole split in file order, read once: what the device path copies to the devices.
+
+        Args:
+            split: "train" or "test".
+
+        Returns:
+            "image" uint8 `[N, S, S, 3]` (unaugmented, unnormalised) and "label" int32 `[N]`,
+            read-only.
+
+        Raises:
+            ValueError: the dataset is not one of `supports_device_input`.
+        """
+        if not self.supports_device_input:
+            raise ValueError(
+                f"{self.info.name!r} at {self.image_size}x{self.image_size} is not kept in memory "
+                "as whole arrays; only datasets stored at the input size with pad-and-crop "
+                "augmentation are (CIFAR-10/100, SVHN at 32)."
+            )
+        self._require_data()
+        name = self._resolve_split(split)
+        if name not in self._arrays:
+            size = self._tfds_split_size(name)
+            ds = self._read_host_slice(name, 0, size)
+            ds = ds.map(lambda example: {"image": example["image"], "label": example["label"]})
+            whole = ds.batch(max(size, 1)).get_single_element()
+            arrays = {
+                "image": whole["image"].numpy().astype(np.uint8),
+                "label": whole["label"].numpy().astype(np.int32),
+            }
+            for array in arrays.values():
+                array.setflags(write=False)
+            self._arrays[name] = arrays
+        return self._arrays[name]
+
     # -----------------------------------------------------------------------------------------
     # Streams.
 
@@ -376,6 +425,8 @@ class Pipeline:
             )
         if start_step < 0:
             raise ValueError(f"start_step={start_step} must be >= 0.")
+        if self.supports_device_input:
+            return self._augment_ordered_batches(start_step, index, count, local_batch)
         start, end = host_range(total, index, count)
 
         base = self._read_host_slice(info.train_split, start, end).enumerate(start)
@@ -402,6 +453,46 @@ class Pipeline:
                 lambda example: preprocess.train_augment(example, epoch),
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
+            ds = ds.batch(local_batch, drop_remainder=True)
+            return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+
+        def stream(epoch: int, skip_batches: int) -> Iterator[Batch]:
+            while True:
+                yield from epoch_dataset(epoch, skip_batches).as_numpy_iterator()
+                epoch, skip_batches = epoch + 1, 0
+
+        return stream(*divmod(start_step, steps))
+
+    def _augment_ordered_batches(
+        self, start_step: int, index: int, count: int, local_batch: int
+    ) -> Iterator[Batch]:
+        """`train_batches` for CIFAR/SVHN: order, crops and flips from `data.augment`.
+
+        The global batch of step `s` is `epoch_permutation(seed, e, N)[i * B:(i + 1) * B]` with
+        `e, i = divmod(s, N // B)`; host `h` yields rows `[h * b, (h + 1) * b)` of it.
+        """
+        data = self.split_arrays("train")
+        preprocess, flip = self.preprocess, self.info.flip
+        total, steps = len(data["label"]), self.steps_per_epoch
+        cpu = jax.local_devices(backend="cpu")[0]  # Host work stays off the accelerators.
+
+        def epoch_dataset(epoch: int, skip_batches: int) -> tf.data.Dataset:
+            with jax.default_device(cpu):
+                order = np.asarray(augment.epoch_permutation(preprocess.seed, epoch, total))
+                rows = order[: steps * self.batch_size].reshape(steps, count, local_batch)
+                rows = rows[skip_batches:, index].reshape(-1)
+                offsets, flips = augment.example_augmentation(
+                    preprocess.seed, epoch, rows, padding=preprocess.crop_padding, flip=flip
+                )
+            ds = tf.data.Dataset.from_tensor_slices(
+                {
+                    "image": data["image"][rows],
+                    "label": data["label"][rows],
+                    "offset": np.asarray(offsets),
+                    "flip": np.asarray(flips),
+                }
+            )
+            ds = ds.map(preprocess.pad_crop_flip, num_parallel_calls=tf.data.AUTOTUNE)
             ds = ds.batch(local_batch, drop_remainder=True)
             return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 

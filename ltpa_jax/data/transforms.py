@@ -127,6 +127,25 @@ class Preprocess:
         image = tf.ensure_shape(image, (size, size, 3))
         return {"image": normalize(image, self.info), "label": example["label"]}
 
+    def pad_crop_flip(self, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Training transform with the crop and flip drawn by `data.augment` (CIFAR, SVHN).
+
+        `example` carries "image" uint8 `[S, S, 3]`, "label", and the draws of
+        `augment.example_augmentation` for it: "offset" int32 `[2]` (row, column in the padded
+        image) and "flip" bool `[]`; the pixels are those of `augment.pad_crop_flip`, which the
+        device path computes from the same draws.
+        """
+        image = example["image"]
+        if self.augment:
+            pad = self.crop_padding
+            mode = CROP_PADDING_MODES[self.crop_padding_mode]
+            image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode=mode)
+            start = tf.concat([tf.cast(example["offset"], tf.int32), [0]], axis=0)
+            image = tf.slice(image, start, [self.image_size, self.image_size, 3])
+            image = tf.where(example["flip"], tf.reverse(image, axis=[1]), image)
+        image = tf.ensure_shape(image, (self.image_size, self.image_size, 3))
+        return {"image": normalize(image, self.info), "label": example["label"]}
+
     def eval(self, example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Evaluation preprocessing, no randomness; CUB resized straight to S (boxes stay valid)."""
         info, size = self.info, self.image_size
