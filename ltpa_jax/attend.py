@@ -173,7 +173,7 @@ def attend(
         dataset or folder, no decodable image at all.
     """
     run = rundir.open_run(workdir, step)
-    pipeline = data.Pipeline.from_config(run.config)
+    pipeline = data.Pipeline.from_config(run.config, require_data=not images)
     errors: list[str] = []
     if images:
         paths = image_files(images)

@@ -16,7 +16,6 @@ The flags that several tools share are defined here once, with one default each.
 """
 
 import contextlib
-import difflib
 import os
 import platform
 import re
@@ -87,6 +86,22 @@ def import_tensorflow_quietly(argv: Sequence[str]) -> None:
             pass  # The data layer says what to install when it needs TF.
 
 
+TOOLS = ("ltpa-train", "ltpa-prepare", "ltpa-attend", "ltpa-analyze")
+TOOL_MODULES = ("main.py", "prepare.py", "attend.py", "analyze.py")
+
+
+def _started_as_a_tool(argv0: str) -> bool:
+    """True in `ltpa-attend ...` or `python -m ltpa_jax.attend ...` (not in tests, notebooks)."""
+    name = os.path.basename(argv0)
+    in_package = os.path.basename(os.path.dirname(os.path.abspath(argv0))) == "ltpa_jax"
+    return name in TOOLS or (in_package and name in TOOL_MODULES)
+
+
+# A tool imports this module before the data layer (which imports TensorFlow): quiet it now.
+if _started_as_a_tool(sys.argv[0] if sys.argv else ""):
+    import_tensorflow_quietly(sys.argv)
+
+
 def _config_override_error(error: Exception, argv: Sequence[str]) -> str | None:
     """One line for a --config / --config.x=y problem, or None when it is not one."""
     path = next(
@@ -95,12 +110,16 @@ def _config_override_error(error: Exception, argv: Sequence[str]) -> str | None:
     )
     overrides = [a for a in argv if a.startswith("--config.")]
     if isinstance(error, AttributeError) and overrides:
-        name = str(error).strip("\"'")
+        # ml_collections: "'num_tap'" or "'\\'num_tap\\'\\nDid you mean ...": the first word.
+        first = re.search(r"\w+", str(error))
+        name = first.group(0) if first else ""
         for override in overrides:
             field = override[len("--config.") :].split("=", 1)[0]
             if field.split(".")[-1] == name:
-                return f"{override}: " + unknown_field_message(f"config.{field}", path)
-    if isinstance(error, (OSError, SyntaxError, ImportError)) or "config" in str(error):
+                from ltpa_jax import validation  # Local: it imports the models and data.
+
+                return f"{override}: {validation.unknown_field_error(field)}"
+    if path and (isinstance(error, OSError | SyntaxError | ImportError) or "config" in str(error)):
         text = str(error).splitlines()
         detail = next((line.strip() for line in reversed(text) if line.strip()), str(error))
         if path and not os.path.isfile(path.split(":", 1)[0]):
@@ -112,38 +131,21 @@ def _config_override_error(error: Exception, argv: Sequence[str]) -> str | None:
     return None
 
 
-def unknown_field_message(field: str, config_file: str | None = None) -> str:
-    """`unknown config field config.model.num_tap (did you mean config.model.num_taps?)`."""
-    from ltpa_jax.configs import default  # Local: configs import nothing from here.
-
-    known = _known_fields(default.get_config())
-    guess = difflib.get_close_matches(field, known, n=1)
-    hint = f" (did you mean {guess[0]}?)" if guess else ""
-    return (
-        f"unknown config field {field}{hint}. The fields are those of ltpa_jax/configs/default.py."
-    )
-
-
-def _known_fields(config, prefix: str = "config") -> list[str]:
-    names = []
-    for key, value in config.items():
-        names.append(f"{prefix}.{key}")
-        if hasattr(value, "items"):
-            names += _known_fields(value, f"{prefix}.{key}")
-    return names
-
-
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with every error as one line and status 2."""
     try:
         remaining = flags.FLAGS(argv)
-        if "config" in flags.FLAGS:
-            flags.FLAGS.config  # noqa: B018 - loads the config file now, not inside main.
+        if "config" in flags.FLAGS and flags.FLAGS["config"].present:
+            # A file that failed to load gives a placeholder that raises on first use: use it
+            # now, here, rather than inside main.
+            flags.FLAGS.config.to_dict()
         return remaining
-    except flags.Error as error:
-        fail(re.sub(r"^flag ", "", str(error)))
     except Exception as error:  # noqa: BLE001 - the config file is the user's code.
         message = _config_override_error(error, argv)
+        if isinstance(error, flags.Error) and "--config." in str(error):
+            message = re.sub(r"^flag ", "", str(error))
+        if message is None and isinstance(error, flags.Error):
+            message = re.sub(r"^flag ", "", str(error))
         if message is None:
             raise
         fail(message)

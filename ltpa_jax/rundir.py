@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import json
 import os
+import sys
 import time
 from typing import Any, NamedTuple
 
@@ -146,12 +147,13 @@ class RunDir:
                 "trained in."
             )
         try:
-            return ml_collections.ConfigDict(json.loads(self.config_file.read_text()))
+            saved = json.loads(self.config_file.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise RunDirError(
                 f"{self.config_file} is damaged ({error}); restore it from a copy, or train in "
                 "a new workdir."
             ) from error
+        return with_defaults(saved)
 
     def check_compatible(self, config: ml_collections.ConfigDict) -> None:
         """Refuses a config that would train another model than the workdir's checkpoints hold.
@@ -204,6 +206,26 @@ class RunDir:
         return json.loads(self.final_metrics_file.read_text())
 
 
+def with_defaults(saved: dict) -> ml_collections.ConfigDict:
+    """A config read back from JSON, with the fields that a newer version added set to their
+    defaults (so the workdirs of older versions still open); JSON lists become tuples where the
+    base config has tuples."""
+    from ltpa_jax.configs import default  # Local: configs import nothing from here.
+
+    def merge(base: ml_collections.ConfigDict, values: dict) -> None:
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(base.get(key), ml_collections.ConfigDict):
+                merge(base[key], value)
+            elif key in base:
+                base[key] = tuple(value) if isinstance(base[key], tuple) else value
+            else:
+                base[key] = value  # Unknown here: validation names it.
+
+    config = default.get_config()
+    merge(config, saved)
+    return config
+
+
 def write_bytes(path: epath.Path | str, data: bytes) -> epath.Path:
     """Writes a file (its folder made first) through epath: local or remote."""
     path = epath.Path(path)
@@ -215,6 +237,15 @@ def write_bytes(path: epath.Path | str, data: bytes) -> epath.Path:
 def write_text(path: epath.Path | str, text: str) -> epath.Path:
     """`write_bytes` for text (UTF-8)."""
     return write_bytes(path, text.encode())
+
+
+def checkpoints_of(path: str | os.PathLike) -> epath.Path:
+    """A run's checkpoint folder when `path` is its workdir; `path` itself otherwise.
+
+    For `config.init_from`, which takes a workdir, its checkpoints/ folder or one step folder.
+    """
+    path = as_path(path)
+    return path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
 
 
 class Run(NamedTuple):
@@ -256,6 +287,8 @@ def open_run(workdir: str | os.PathLike, step: int | None = None) -> Run:
         loaded = checkpointing.load_variables(directory if step is None else directory / str(step))
     except (ValueError, OSError) as error:
         raise RunDirError(str(error)) from error
+    for note in loaded.get("notes", []):
+        print(f"warning: {note}", file=sys.stderr, flush=True)
     model = create_model(config)
     variables = {"params": loaded["params"], "batch_stats": loaded["batch_stats"]}
     _check_variables(model, config, variables, directory, loaded["step"])

@@ -279,7 +279,10 @@ def _initial_state(config, model, schedule, manager, replicated) -> tuple[TrainS
     if start_step:
         _say(f"Resuming from the checkpoint at step {start_step}.")
     elif config.init_from:
-        pretrained = checkpointing.load_variables(config.init_from)
+        try:
+            pretrained = checkpointing.load_variables(rundir.checkpoints_of(config.init_from))
+        except (ValueError, OSError) as error:
+            raise type(error)(f"config.init_from={config.init_from!r}: {error}") from error
         params, loaded, fresh = checkpointing.merge_pretrained(state.params, pretrained["params"])
         stats, _, _ = checkpointing.merge_pretrained(state.batch_stats, pretrained["batch_stats"])
         state = jax.device_put(state.replace(params=params, batch_stats=stats), replicated)
@@ -402,13 +405,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 writer.write_scalars(step, scalars)
                 _say(_progress_line(step, total_steps, start_step, t0, scalars))
                 train_metrics = None
-            if step % config.eval_every_steps == 0 or step == total_steps:
+            evaluated = step % config.eval_every_steps == 0 or step == total_steps
+            if evaluated:
                 eval_metrics = evaluate_and_draw(step)
             final = step == total_steps or preempted.raised
             if final or manager.should_save(step):
                 if not checkpointing.is_finite(state):
                     raise _diverged(step, "train state", "not finite", manager, config)
-                checkpointing.save(manager, step, state, force=final, metrics=eval_metrics)
+                metrics = eval_metrics if evaluated else None  # Ranks checkpoints (keep_best).
+                checkpointing.save(manager, step, state, force=final, metrics=metrics)
             if preempted.raised:
                 manager.wait_until_finished()
                 _say(f"SIGTERM: saved the checkpoint at step {step}; rerun the command to resume.")

@@ -27,3 +27,29 @@ from ltpa_jax import cli  # noqa: E402
 _environ = cli.hugepages_environment_here(dict(os.environ))
 if _environ is not None:
     os.environ["GLIBC_TUNABLES"] = _environ["GLIBC_TUNABLES"]
+
+
+def override(config, **fields):
+    """`config` with dotted fields set, e.g. `override(c, **{"model.width": 0.25})`."""
+    for key, value in fields.items():
+        target = config
+        *path, last = key.split(".")
+        for part in path:
+            target = target[part]
+        target[last] = value
+    return config
+
+
+def run_tool(module: str, *args: str, cwd: str = ROOT, timeout: float = 300, env=None):
+    """Runs `python -m ltpa_jax.<module> args...` as a user would; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", f"ltpa_jax.{module}", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )

@@ -7,19 +7,16 @@ command-line tools run as subprocesses, as users run them (their flags are proce
 import csv
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import run_tool
 from PIL import Image
 
 from configs import smoke
-from ltpa_jax import analyze, checkpointing, data, features, localization, train, visualize
+from ltpa_jax import analyze, data, features, localization, rundir, train, visualize
 from ltpa_jax.inference import predict_with_attention
 from ltpa_jax.models import create_model
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -33,29 +30,19 @@ def workdir(tmp_path_factory):
     return path
 
 
-def run_tool(module, *args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", f"ltpa_jax.{module}", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def test_load_run_gives_the_trained_model(workdir):
-    config, model, variables, step = checkpointing.load_run(str(workdir))
+    config, model, variables, step = rundir.open_run(str(workdir))
     assert step == 8 and config.dataset == "cluttered_digits"
     batch = next(data.Pipeline.from_config(config).eval_batches("test"))
     logits = model.apply(variables, batch["image"], train=False)
     assert logits.shape == (config.eval_batch_size, 10) and np.isfinite(logits).all()
 
 
-def test_load_run_errors_name_the_fix(workdir, tmp_path):
-    with pytest.raises(FileNotFoundError, match="config.json"):
-        checkpointing.load_run(str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"there are \[.*8\]"):
-        checkpointing.load_run(str(workdir), step=3)
+def test_load_run_errors_name_the_fix(workdir, tmp_path, capsys):
+    with pytest.raises(rundir.RunDirError, match="config.json"):
+        rundir.open_run(str(tmp_path))
+    with pytest.raises(rundir.RunDirError, match=r"there are \[.*8\]"):
+        rundir.open_run(str(workdir), step=3)
     broken = tmp_path / "broken"
     shutil.copytree(workdir, broken)
     for root, _, files in os.walk(broken / "checkpoints" / "8"):
@@ -63,12 +50,17 @@ def test_load_run_errors_name_the_fix(workdir, tmp_path):
             if not name.startswith("_"):
                 with open(os.path.join(root, name), "wb") as f:
                     f.write(b"garbage")
+    # The damaged newest checkpoint is named and the older intact one is used; asked for by
+    # step, the damaged one is refused with the same words.
+    capsys.readouterr()
+    assert rundir.open_run(str(broken)).step == 6
+    assert "step 8" in capsys.readouterr().err
     with pytest.raises(ValueError, match="cannot be read"):
-        checkpointing.load_run(str(broken))
+        rundir.open_run(str(broken), step=8)
 
 
 def test_load_image_file_resizes_and_normalises_like_eval(workdir, tmp_path):
-    config = checkpointing.load_config(str(workdir))
+    config = rundir.RunDir.at(workdir).read_config()
     pixels = np.zeros((50, 70, 3), np.uint8)
     pixels[:, :35] = 255
     Image.fromarray(pixels).save(tmp_path / "half.png")
@@ -94,7 +86,7 @@ def test_grid_without_labels_and_with_boxes(tmp_path):
 
 
 def test_export_features_and_linear_probe(workdir):
-    config, model, variables, _ = checkpointing.load_run(str(workdir))
+    config, model, variables, _ = rundir.open_run(str(workdir))
     exported = features.export_features(
         model, variables, data.Pipeline.from_config(config).eval_batches("test")
     )
@@ -124,7 +116,13 @@ def test_localization_on_mock_cub_scores_against_segmentation_masks():
     variables = model.init(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
     with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
         statistics, scores, batch = analyze.localization_scores(
-            config, model, variables, "test", 8, "otsu"
+            data.Pipeline.from_config(config),
+            model,
+            variables,
+            split="test",
+            num_images=8,
+            batch_size=8,
+            threshold="otsu",
         )
     assert set(statistics) == {"att1", "att2", "att3"}
     assert set(scores) == {"att1", "att2", "att3", "combined"}

@@ -209,7 +209,9 @@ def test_localization_sums_under_jit_with_otsu():
         (lambda: localization.pointing_game(np.ones((1, S, S)), np.ones((2, 4))), "boxes must"),
         (lambda: localization.pointing_game(np.ones((1, 4, 8)), BOX), "Upsample"),
         (
-            lambda: localization.localization_sums({"a": np.ones((1, S, S))}, BOX, np.ones(2, bool)),
+            lambda: localization.localization_sums(
+                {"a": np.ones((1, S, S))}, BOX, np.ones(2, bool)
+            ),
             "mask must",
         ),
         (lambda: localization.finalize({"a": {"mass": 0.0, "count": 0.0}}), "masked out"),

@@ -18,24 +18,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from conftest import ROOT, override, run_tool
 
 from configs import smoke
-from ltpa_jax import checkpointing, train, validation
+from ltpa_jax import checkpointing, rundir, train, validation
 from ltpa_jax.data import shard_batch
 from ltpa_jax.models import create_model
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def smoke_config(**overrides):
-    config = smoke.get_config()
-    for key, value in overrides.items():
-        target = config
-        *path, last = key.split(".")
-        for part in path:
-            target = target[part]
-        target[last] = value
-    return config
+    return override(smoke.get_config(), **overrides)
 
 
 def read_scalars(workdir: str) -> dict[str, dict[int, float]]:
@@ -44,11 +36,13 @@ def read_scalars(workdir: str) -> dict[str, dict[int, float]]:
     for path in glob.glob(os.path.join(workdir, "events.out.tfevents*")):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
-                number = (
-                    float(tf.make_ndarray(value.tensor))
-                    if value.HasField("tensor")
-                    else (value.simple_value)
-                )
+                if value.HasField("tensor"):
+                    array = tf.make_ndarray(value.tensor)
+                    if array.ndim:  # Images (attention pictures), not scalars.
+                        continue
+                    number = float(array)
+                else:
+                    number = value.simple_value
                 scalars.setdefault(value.tag, {})[event.step] = number
     return scalars
 
@@ -128,7 +122,7 @@ def test_smoke_config_trains_on_mock_tfds_on_8_devices(tmp_path):
     assert all(np.isfinite(v) for v in losses.values())
     assert losses[12] < losses[2], losses  # 48 examples, 4 passes: it fits them.
     assert "eval_accuracy" in read_scalars(str(tmp_path))
-    assert checkpointing.load_variables(str(tmp_path))["step"] == 12
+    assert checkpointing.load_variables(rundir.checkpoints_of(str(tmp_path)))["step"] == 12
     assert glob.glob(str(tmp_path / "pictures" / "attention_step*.png"))
     assert json.loads((tmp_path / "final_metrics.json").read_text())["step"] == 12
 
@@ -152,13 +146,13 @@ def test_rerun_resumes_from_latest_checkpoint(trained_digits, capsys):
     )
     train.train_and_evaluate(config, workdir)
     assert "Resuming from the checkpoint at step 4" in capsys.readouterr().out
-    assert checkpointing.load_variables(workdir)["step"] == 6
+    assert checkpointing.load_variables(rundir.checkpoints_of(workdir))["step"] == 6
 
 
 @pytest.mark.slow
 def test_rerun_of_a_finished_run_only_evaluates(trained_digits, capsys):
     workdir, _ = trained_digits
-    steps = checkpointing.load_variables(workdir)["step"]
+    steps = checkpointing.load_variables(rundir.checkpoints_of(workdir))["step"]
     config = smoke_config(
         dataset="cluttered_digits",
         num_train_steps=steps,
@@ -168,7 +162,7 @@ def test_rerun_of_a_finished_run_only_evaluates(trained_digits, capsys):
     final = train.train_and_evaluate(config, workdir)
     assert "evaluating only" in capsys.readouterr().out
     assert np.isfinite(final["loss"])
-    assert checkpointing.load_variables(workdir)["step"] == steps
+    assert checkpointing.load_variables(rundir.checkpoints_of(workdir))["step"] == steps
 
 
 @pytest.mark.slow
@@ -200,7 +194,7 @@ def test_merge_pretrained_keeps_matching_shapes_only():
 
 def test_init_from_without_checkpoint_says_what_to_give(tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no Orbax checkpoint"):
-        checkpointing.load_variables(str(tmp_path))
+        checkpointing.load_variables(rundir.checkpoints_of(str(tmp_path)))
 
 
 @pytest.mark.parametrize(
@@ -222,16 +216,9 @@ def test_impossible_config_values_fail_with_the_field_name(overrides, message):
         validation.check_config(smoke_config(**overrides))
 
 
-def run_cli(workdir, *args, env=None, **kwargs):
-    cmd = [
-        sys.executable,
-        "-m",
-        "ltpa_jax.main",
-        "--config=configs/smoke.py",
-        f"--workdir={workdir}",
-    ]
-    return subprocess.run(
-        cmd + list(args), cwd=ROOT, capture_output=True, text=True, env=env, **kwargs
+def run_cli(workdir, *args, env=None, timeout=300):
+    return run_tool(
+        "main", "--config=configs/smoke.py", f"--workdir={workdir}", *args, env=env, timeout=timeout
     )
 
 
@@ -311,8 +298,10 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path):
     final_ref = json.loads((tmp_path / "reference" / "final_metrics.json").read_text())
     final_res = json.loads((interrupted / "final_metrics.json").read_text())
     assert final_res == pytest.approx(final_ref, rel=1e-5, abs=1e-6)
-    params_ref = checkpointing.load_variables(str(tmp_path / "reference"))["params"]
-    params_res = checkpointing.load_variables(str(interrupted))["params"]
+    params_ref = checkpointing.load_variables(rundir.checkpoints_of(str(tmp_path / "reference")))[
+        "params"
+    ]
+    params_res = checkpointing.load_variables(rundir.checkpoints_of(str(interrupted)))["params"]
     for a, b in zip(jax.tree.leaves(params_ref), jax.tree.leaves(params_res), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
