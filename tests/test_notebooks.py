@@ -6,7 +6,9 @@ so they also see 8 forced CPU devices (conftest.py).
 """
 
 import os
+import re
 import sys
+import tomllib
 from pathlib import Path
 
 import nbformat
@@ -66,11 +68,14 @@ def test_train_notebook_runs_in_fast_mode(tmp_path, monkeypatch):
     nb = nbformat.read(ROOT / "colab" / "train.ipynb", as_version=4)
     _set_parameters(
         nb,
-        'FAST = True\nCONFIG = "configs/smoke.py"\nWORKDIR = ""\nNUM_STEPS = None\nREPO_URL = ""',
+        'FAST = True\nCONFIG = "configs/smoke.py"\nWORKDIR = ""\nDATA_DIR = ""\nNUM_STEPS = None\n'
+        'REPO_URL = ""',
     )
     _execute(nb)
     text = _text(nb)
     assert f"python: {sys.executable}" in text  # This venv's interpreter ran the notebook.
+    assert "accelerator: CPU (" in text and "pip install" not in text  # Offline: no install.
+    assert "data: cluttered_digits in (generated)" in text  # prepare_dataset: nothing to do.
     assert "device(s)" in text and "Mesh(" in text
     workdir = Path(text.split("workdir: ")[1].split("\n")[0])
     assert workdir.parent == tmp_path
@@ -96,7 +101,7 @@ def test_attention_maps_notebook_runs_in_fast_mode(tmp_path, monkeypatch):
     _set_parameters(
         nb,
         f'FAST = True\nWORKDIR = ""\nNUM_IMAGES = 3\nIMAGE_PATH = {str(image_path)!r}\n'
-        'REPO_URL = ""\nNUM_EVAL_IMAGES = 32\nEPSILONS = [0, 8]',
+        'REPO_URL = ""\nDATA_DIR = ""\nNUM_EVAL_IMAGES = 32\nEPSILONS = [0, 8]',
     )
     _execute(nb)
     text = _text(nb)
@@ -107,6 +112,34 @@ def test_attention_maps_notebook_runs_in_fast_mode(tmp_path, monkeypatch):
     assert "fgsm eps=0.0314: accuracy" in text
     images = [o for o in _outputs(nb, "display_data") if "image/png" in o.data]
     assert len(images) == 3  # Test images, the user's image, the FGSM plot.
+
+
+def _repository_url() -> str:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]["urls"]["Repository"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_opens_in_colab_and_clones_the_project(path):
+    """The badge opens this notebook from the project's repository, and REPO_URL (cloned when
+    the notebook runs outside a checkout) is that repository: one address, in pyproject.toml."""
+    url = _repository_url()
+    owner_repo = url.removeprefix("https://github.com/")
+    nb = nbformat.read(path, as_version=4)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown"
+    badge = (
+        "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+        f"(https://colab.research.google.com/github/{owner_repo}/blob/main/colab/{path.name})"
+    )
+    assert first.source.startswith(badge)
+    parameters = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])][0]
+    assert re.search(rf'^REPO_URL = "{re.escape(url)}"', parameters.source, re.M)
+    assert "DATA_DIR = " in parameters.source
+    readme = (ROOT / "README.md").read_text()
+    assert f"https://colab.research.google.com/github/{owner_repo}/blob/main/colab/{path.name}" in (
+        readme
+    ), "README: the Open in Colab badge of each notebook"
 
 
 def test_kernel_runs_this_interpreter():
