@@ -3,10 +3,16 @@
 Tiny pytrees only (no model is compiled): what is tested is the file handling around Orbax.
 """
 
+import importlib
+import os
+
+import fsspec
+import fsspec.implementations.memory
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from etils import epath
 
 from ltpa_jax import checkpointing
 
@@ -292,3 +298,75 @@ def test_load_variables_refuses_an_uncommitted_step_folder(tmp_path):
     with pytest.raises(checkpointing.DamagedCheckpointError, match="not a finished checkpoint"):
         checkpointing.load_variables(tmp_path / "2")
     assert checkpointing.load_variables(tmp_path)["step"] == 1
+
+
+# -- a URL workdir (gs://) ----------------------------------------------------------------------
+
+
+class _InMemoryGCS(fsspec.implementations.memory.MemoryFileSystem):
+    """fsspec's in-memory filesystem answering for gs:// (a bucket that is not the local disk)."""
+
+    protocol = ("gs", "gcs")
+    store: dict = {}
+    pseudo_dirs: list = [""]
+
+    @classmethod
+    def _strip_protocol(cls, path):
+        path = fsspec.utils.stringify_path(path).removeprefix("gs://").removeprefix("gcs://")
+        return "/" + path.strip("/") if path else ""
+
+
+@pytest.fixture
+def bucket(monkeypatch):
+    """gs://bucket/... through etils.epath's fsspec backend, held in memory."""
+    monkeypatch.setenv("EPATH_USE_TF", "false")  # epath would take tf.io.gfile for gs://.
+    registry = importlib.import_module("fsspec.registry")  # `fsspec.registry` is a mapping.
+    monkeypatch.setitem(registry._registry, "gcs", _InMemoryGCS)
+    caches = [type(epath.backend.fsspec_backend)._get_filesystem, epath.gpath._is_tf_installed]
+    for cache in caches:
+        cache.cache_clear()
+    _InMemoryGCS.store.clear()
+    _InMemoryGCS.pseudo_dirs[:] = [""]
+    yield epath.Path("gs://bucket/run/checkpoints")
+    for cache in caches:
+        cache.cache_clear()
+    _InMemoryGCS.store.clear()
+
+
+def _copy_tree(source, destination):
+    for path in source.rglob("*"):
+        if path.is_file():
+            target = destination / path.relative_to(source).as_posix()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+
+
+def test_start_up_cleaning_and_listing_on_a_gs_url(tmp_path, bucket):
+    _save_steps(tmp_path, [2, 4, 6])
+    _uncommit(tmp_path / "6")
+    _copy_tree(tmp_path, bucket)
+    (bucket / "8.orbax-checkpoint-tmp" / "state").mkdir(parents=True)
+    (bucket / "8.orbax-checkpoint-tmp" / "state" / "manifest.ocdbt").write_bytes(b"partial")
+    assert not (epath.Path(os.getcwd()) / "gs:").exists()
+    directory = "gs://bucket/run/checkpoints"
+    assert os.fspath(checkpointing.as_path(directory)) == directory  # Not made "<cwd>/gs:/...".
+    assert checkpointing.list_steps(directory) == [2, 4]
+
+    notes = checkpointing.clean_partial_checkpoints(directory)
+
+    assert len(notes) == 2
+    assert f"{directory}/8.orbax-checkpoint-tmp" in notes[1]
+    assert f"{directory}/damaged/6" in notes[0]
+    assert sorted(p.name for p in bucket.iterdir()) == ["2", "4", "damaged"]
+    assert (bucket / "damaged" / "6" / "state" / "manifest.ocdbt").exists()  # Kept.
+    assert checkpointing.list_steps(directory) == [2, 4]
+    assert all(key.startswith("/bucket/run/checkpoints/") for key in _InMemoryGCS.store)
+    assert not (epath.Path(os.getcwd()) / "gs:").exists()  # Nothing went to the local disk.
+
+
+def test_reading_an_empty_gs_url_says_what_is_missing(bucket):
+    bucket.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="gs://bucket/run/checkpoints holds no Orbax"):
+        checkpointing.load_variables("gs://bucket/run/checkpoints")
+    assert checkpointing.clean_partial_checkpoints("gs://bucket/run/checkpoints") == []
+    assert checkpointing.list_steps("gs://bucket/run/elsewhere") == []
