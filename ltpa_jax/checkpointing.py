@@ -12,8 +12,9 @@ A checkpoint directory holds:
     <directory>/<step>.orbax-checkpoint-tmp a save still running, or one that was interrupted
     <directory>/damaged/<step>              a checkpoint set aside because it could not be read
 
-Nothing here ever deletes a checkpoint that was finished: one that cannot be read, or a step
-folder without its commit marker, is moved to `damaged/` and reported.
+Apart from rotation (`keep`, `keep_best`), nothing here deletes a checkpoint that was
+finished: one that cannot be read, or a step folder without its commit marker, is moved to
+`damaged/` and reported. Only temporary folders of interrupted saves are removed.
 """
 
 import functools
@@ -233,8 +234,9 @@ def is_finite(tree) -> bool:
 
 
 def _first_line(error: BaseException, limit: int = 300) -> str:
-    text = str(error).strip().splitlines()
-    text = text[0] if text else ""
+    """`Type: first sentence` of an error (Orbax appends hints about its own API options)."""
+    lines = str(error).strip().splitlines()
+    text = lines[0].split(". ")[0].rstrip(":. ") if lines else ""
     return f"{type(error).__name__}: {text[:limit]}"
 
 
