@@ -308,8 +308,9 @@ def _is_orbax_read_debris(error: BaseException | None) -> bool:
     and report) while tensorstore's other reads are still in flight; when they finish, their
     callbacks find the event loop closed ("RuntimeError: Event loop is closed", printed as a
     traceback by Python's unraisable hook), and their futures die with the same tensorstore
-    error unread ("Future exception was never retrieved", logged by asyncio). Both only
-    repeat an error already in our note.
+    error unread ("Future exception was never retrieved", logged by asyncio), and Orbax's
+    read coroutines still pending are closed ("Exception ignored in: <coroutine ...>
+    GeneratorExit"). All only repeat an error already in our note.
     """
     if isinstance(error, RuntimeError):
         return str(error) == "Event loop is closed"
@@ -339,7 +340,9 @@ def _silence_orbax_read_debris() -> None:
     previous = sys.unraisablehook
 
     def hook(unraisable):
-        if not _is_orbax_read_debris(unraisable.exc_value):
+        code = getattr(unraisable.object, "cr_code", None)  # An Orbax coroutine left pending.
+        pending = code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename
+        if not (pending or _is_orbax_read_debris(unraisable.exc_value)):
             previous(unraisable)
 
     sys.unraisablehook = hook
@@ -443,7 +446,8 @@ def restore_latest(manager_or_dir: ocp.CheckpointManager | str | os.PathLike, ta
 
 def _checkpoint_candidates(path: epath.Path) -> tuple[list[int], bool]:
     """(steps to try, newest first; whether `path` is a single step folder)."""
-    if _STEP_NAME.match(path.name) and path.is_dir() and (path / "state").exists():
+    markers = ("state", COMMIT_MARKER, "_CHECKPOINT_METADATA")
+    if _STEP_NAME.match(path.name) and any((path / name).exists() for name in markers):
         if not _is_committed(path):
             raise DamagedCheckpointError(
                 f"{path} is not a finished checkpoint (it has no {COMMIT_MARKER}: its save or "

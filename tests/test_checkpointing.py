@@ -237,9 +237,10 @@ def test_load_variables_skips_a_damaged_newest_step_without_moving_it(tmp_path):
     assert (tmp_path / "2").is_dir() and not (tmp_path / "damaged").exists()
 
 
-def test_load_variables_of_a_damaged_step_folder_names_step_path_and_the_others(tmp_path):
+@pytest.mark.parametrize("damage", DAMAGE, ids=lambda f: f.__name__.strip("_"))
+def test_load_variables_of_a_damaged_step_folder_names_step_path_and_the_others(tmp_path, damage):
     _save_steps(tmp_path, [1, 2])
-    _truncate_tree_metadata(tmp_path / "2")
+    damage(tmp_path / "2")
     with pytest.raises(checkpointing.DamagedCheckpointError) as raised:
         checkpointing.load_variables(tmp_path / "2")
     message = str(raised.value)
