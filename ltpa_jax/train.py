@@ -266,7 +266,17 @@ def draw_attention(config, pipeline, model, state, path) -> np.ndarray | None:
     return visualize.read_png(path)
 
 
-def _initial_state(config, model, schedule, manager, replicated) -> tuple[TrainState, int]:
+def _load_init_from(path: str) -> dict:
+    """The variables of `config.init_from` (a workdir, its checkpoints/ or one step folder)."""
+    try:
+        return checkpointing.load_variables(rundir.checkpoints_of(path))
+    except (ValueError, OSError) as error:
+        raise type(error)(f"config.init_from={path!r}: {error}") from error
+
+
+def _initial_state(
+    config, model, schedule, manager, replicated, pretrained: dict | None
+) -> tuple[TrainState, int]:
     """The state to start from: the newest intact checkpoint, else `init_from`, else fresh."""
     init = jax.jit(
         functools.partial(create_train_state, config, model, schedule=schedule),
@@ -279,10 +289,7 @@ def _initial_state(config, model, schedule, manager, replicated) -> tuple[TrainS
     if start_step:
         _say(f"Resuming from the checkpoint at step {start_step}.")
     elif config.init_from:
-        try:
-            pretrained = checkpointing.load_variables(rundir.checkpoints_of(config.init_from))
-        except (ValueError, OSError) as error:
-            raise type(error)(f"config.init_from={config.init_from!r}: {error}") from error
+        pretrained = pretrained or _load_init_from(config.init_from)
         params, loaded, fresh = checkpointing.merge_pretrained(state.params, pretrained["params"])
         stats, _, _ = checkpointing.merge_pretrained(state.batch_stats, pretrained["batch_stats"])
         state = jax.device_put(state.replace(params=params, batch_stats=stats), replicated)
@@ -329,6 +336,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     schedule = learning_rate_schedule(config, steps_per_epoch)
     model = create_model(config)
 
+    pretrained = None  # A fresh run's init_from is read before anything is written.
+    if config.init_from and not checkpointing.list_steps(run_dir.checkpoint_dir):
+        pretrained = _load_init_from(config.init_from)
     run_dir.create()
     if jax.process_index() == 0:
         for field, (old, new) in run_dir.record_config(config).items():
@@ -348,7 +358,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         config.checkpoint_every_steps,
         keep_best=config.keep_best_checkpoints,
     )
-    state, start_step = _initial_state(config, model, schedule, manager, replicated)
+    state, start_step = _initial_state(config, model, schedule, manager, replicated, pretrained)
     param_count = sum(x.size for x in jax.tree.leaves(state.params))
     _say(
         f"{config.dataset}: {param_count:,} parameters, {total_steps} steps "
