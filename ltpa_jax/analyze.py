@@ -34,7 +34,7 @@ import numpy as np
 from absl import app, flags
 from etils import epath
 
-from ltpa_jax import cli, data, features, robustness, rundir, visualize
+from ltpa_jax import cli, data, features, paths, robustness, rundir, visualize
 from ltpa_jax.inference import forward_jit, upsample_maps
 from ltpa_jax.localization import attention_statistics_sums, finalize, localization_sums
 
@@ -89,7 +89,7 @@ def _write_csv(path, rows: dict[str, dict[str, float]], columns: Sequence[str], 
     writer.writerow([first, *columns])
     for name, values in rows.items():
         writer.writerow([name, *(_cell(values.get(c)) for c in columns)])
-    return os.fspath(rundir.write_text(path, text.getvalue()))
+    return os.fspath(paths.write_text(path, text.getvalue()))
 
 
 def _cell(value) -> str:
@@ -357,7 +357,7 @@ def probe(
         path = out / f"features_{probe_config.dataset}_{which}_step{run.step}.npz"
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **exported[which])
-        rundir.write_bytes(path, buffer.getvalue())
+        paths.write_bytes(path, buffer.getvalue())
         print(f"  wrote {path}")
     accuracy = features.probe_all(exported["train"], exported[split])
     rows = {name: {"accuracy": value} for name, value in accuracy.items()}

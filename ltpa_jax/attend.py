@@ -27,7 +27,7 @@ import numpy as np
 from absl import app, flags
 from etils import epath
 
-from ltpa_jax import cli, data, rundir, visualize
+from ltpa_jax import cli, data, paths, rundir, visualize
 from ltpa_jax.inference import forward_jit, upsample_maps
 
 _IMAGES = flags.DEFINE_string("images", None, "Folder of image files to read instead of a split.")
@@ -122,7 +122,7 @@ def write_outputs(out: str, arrays: dict[str, np.ndarray], pipeline: data.Pipeli
     npz = out / "attention.npz"
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **{k: v for k, v in arrays.items() if k != "image"})
-    rundir.write_bytes(npz, buffer.getvalue())
+    paths.write_bytes(npz, buffer.getvalue())
     written = [os.fspath(npz)]
     pictures = pipeline.denormalize(arrays["image"])
     maps = {k[len("map_") :]: v for k, v in arrays.items() if k.startswith("map_")}

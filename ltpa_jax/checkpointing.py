@@ -31,6 +31,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from ltpa_jax.paths import as_path
+
 # Orbax (0.12.4 and later, so every checkpoint of this project) writes this file into a step
 # folder as the last act of a save, in both of its atomicity modes: inside the temporary folder
 # just before renaming it (local disks) or into the step folder itself (GCS, which has no
@@ -55,14 +57,6 @@ class DamagedCheckpointError(ValueError):
 
 class IncompatibleCheckpointError(ValueError):
     """An intact checkpoint that does not fit the state it was asked to restore into."""
-
-
-def as_path(directory: str | os.PathLike) -> epath.Path:
-    """A directory as an epath: URLs (gs://...) as they are, local paths absolute."""
-    text = os.fspath(directory)
-    if "://" in text:
-        return epath.Path(text)
-    return epath.Path(os.path.abspath(os.path.expanduser(text)))
 
 
 def _is_committed(step_dir: epath.Path) -> bool:

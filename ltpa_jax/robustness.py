@@ -34,7 +34,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ltpa_jax.inference import check_images
-from ltpa_jax.rundir import write_bytes, write_text
+from ltpa_jax.paths import write_bytes, write_text
 
 ATTACKS = ("fgsm", "pgd")
 """Names accepted by `accuracy_under_attack`."""

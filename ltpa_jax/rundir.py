@@ -12,8 +12,8 @@ One training run owns one workdir:
       attention/<source>_step<step>/      ltpa-attend's grids and attention.npz
       events.out.tfevents.*    TensorBoard (clu's writer)
 
-Every path goes through `etils.epath`, the path layer Orbax uses, so a workdir may be a local
-folder or a URL such as `gs://bucket/run`.
+Every path goes through `ltpa_jax.paths` (`etils.epath`, the path layer Orbax uses), so a
+workdir may be a local folder or a URL such as `gs://bucket/run`.
 """
 
 import dataclasses
@@ -29,6 +29,8 @@ import jax
 import ml_collections
 import numpy as np
 from etils import epath
+
+from ltpa_jax.paths import as_path
 
 CONFIG_FILE = "config.json"
 CONFIG_HISTORY_FILE = "config_history.jsonl"
@@ -60,14 +62,6 @@ CHECKPOINT_FIELDS = (
 
 class RunDirError(ValueError):
     """A workdir that cannot be used as asked (not a run, another model's run, not writable)."""
-
-
-def as_path(path: str | os.PathLike) -> epath.Path:
-    """A workdir as an epath: URLs as they are, local paths expanded and made absolute."""
-    text = os.fspath(path)
-    if "://" in text:
-        return epath.Path(text)
-    return epath.Path(os.path.abspath(os.path.expanduser(text)))
 
 
 def flat_config(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
@@ -224,19 +218,6 @@ def with_defaults(saved: dict) -> ml_collections.ConfigDict:
     config = default.get_config()
     merge(config, saved)
     return config
-
-
-def write_bytes(path: epath.Path | str, data: bytes) -> epath.Path:
-    """Writes a file (its folder made first) through epath: local or remote."""
-    path = epath.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
-
-
-def write_text(path: epath.Path | str, text: str) -> epath.Path:
-    """`write_bytes` for text (UTF-8)."""
-    return write_bytes(path, text.encode())
 
 
 def checkpoints_of(path: str | os.PathLike) -> epath.Path:

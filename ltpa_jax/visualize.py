@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ltpa_jax.rundir import write_bytes
+from ltpa_jax.paths import write_bytes
 
 IMAGE_WEIGHT = 0.6
 """Weight of the image in the overlay (reference practice)."""

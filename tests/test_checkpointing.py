@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from etils import epath
 
-from ltpa_jax import checkpointing
+from ltpa_jax import checkpointing, paths
 
 
 def _state(seed: float) -> dict:
@@ -350,7 +350,7 @@ def test_start_up_cleaning_and_listing_on_a_gs_url(tmp_path, bucket):
     (bucket / "8.orbax-checkpoint-tmp" / "state" / "manifest.ocdbt").write_bytes(b"partial")
     assert not (epath.Path(os.getcwd()) / "gs:").exists()
     directory = "gs://bucket/run/checkpoints"
-    assert os.fspath(checkpointing.as_path(directory)) == directory  # Not made "<cwd>/gs:/...".
+    assert os.fspath(paths.as_path(directory)) == directory  # Not made "<cwd>/gs:/...".
     assert checkpointing.list_steps(directory) == [2, 4]
 
     notes = checkpointing.clean_partial_checkpoints(directory)
