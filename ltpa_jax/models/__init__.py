@@ -9,7 +9,6 @@ import ml_collections
 
 from ltpa_jax import validation
 from ltpa_jax.models.heads import AttentionHead
-from ltpa_jax.models.remat import RematMode
 from ltpa_jax.models.resnet import PreActResNetAtt
 from ltpa_jax.models.spec import AttentionSpec
 from ltpa_jax.models.vgg import VGGAtt
@@ -17,37 +16,11 @@ from ltpa_jax.models.vgg import VGGAtt
 Backbone = Literal["vgg", "resnet"]
 
 
-def _vgg(
-    m: ml_collections.ConfigDict, attention: AttentionSpec, remat: RematMode, dtype: jnp.dtype
-) -> nn.Module:
-    return VGGAtt(
-        num_classes=m.num_classes,
-        width=m.width,
-        attention=attention,
-        batch_norm=m.batch_norm,
-        conv_impl=m.conv_impl,
-        remat=remat,
-        dtype=dtype,
-    )
-
-
-def _resnet(
-    m: ml_collections.ConfigDict, attention: AttentionSpec, remat: RematMode, dtype: jnp.dtype
-) -> nn.Module:
-    return PreActResNetAtt(
-        num_classes=m.num_classes,
-        depth=m.depth,
-        width=m.width,
-        attention=attention,
-        conv_impl=m.conv_impl,
-        remat=remat,
-        dtype=dtype,
-    )
-
-
-BACKBONES: dict[
-    Backbone, Callable[[ml_collections.ConfigDict, AttentionSpec, RematMode, jnp.dtype], nn.Module]
-] = {"vgg": _vgg, "resnet": _resnet}
+# Each backbone from its own fields of the model section and the fields all backbones share.
+BACKBONES: dict[Backbone, Callable[..., nn.Module]] = {
+    "vgg": lambda m, **shared: VGGAtt(batch_norm=m.batch_norm, **shared),
+    "resnet": lambda m, **shared: PreActResNetAtt(depth=m.depth, **shared),
+}
 
 
 def create_model(config: ml_collections.ConfigDict) -> nn.Module:
@@ -69,7 +42,15 @@ def create_model(config: ml_collections.ConfigDict) -> nn.Module:
     m = config.model if whole else config
     dtype = jnp.bfloat16 if whole and config.half_precision else jnp.float32
     remat = config.remat if whole else "none"
-    return BACKBONES[m.backbone](m, AttentionSpec.from_config(m), remat, dtype)
+    return BACKBONES[m.backbone](
+        m,
+        num_classes=m.num_classes,
+        width=m.width,
+        attention=AttentionSpec.from_config(m),
+        conv_impl=m.conv_impl,
+        remat=remat,
+        dtype=dtype,
+    )
 
 
 __all__ = [
