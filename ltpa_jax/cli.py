@@ -36,8 +36,9 @@ NUM_IMAGES = flags.DEFINE_integer("num_images", -1, "Images of the split to use 
 BATCH_SIZE = flags.DEFINE_integer("batch_size", 100, "Images per forward pass.", lower_bound=1)
 OUT = flags.DEFINE_string("out", None, "Output folder (default: inside the workdir).")
 
-# The errors that are the user's: a bad value, a missing/damaged/unwritable file, divergence.
-USER_ERRORS = (ValueError, OSError, FloatingPointError)
+# The errors that are the user's: a bad value, a missing/damaged/unwritable file, divergence,
+# a package the run needs and the environment lacks (the message names the install).
+USER_ERRORS = (ValueError, OSError, FloatingPointError, ModuleNotFoundError)
 TRACEBACK_ENV = "LTPA_TRACEBACK"
 
 

@@ -28,3 +28,18 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> epath.Path:
 def write_text(path: str | os.PathLike, text: str) -> epath.Path:
     """`write_bytes` for text (UTF-8)."""
     return write_bytes(path, text.encode())
+
+
+def require_checkpoint_support(path: str | os.PathLike) -> None:
+    """Refuses a gs:// path where Orbax cannot list its checkpoints (no google-cloud-storage).
+
+    Orbax lists a bucket's checkpoints with google-cloud-storage, which it does not declare.
+    """
+    import importlib.util
+
+    url = os.fspath(path)
+    if url.startswith("gs://") and importlib.util.find_spec("google.cloud.storage") is None:
+        raise ModuleNotFoundError(
+            f"{url}: a gs:// path needs the google-cloud-storage package (Orbax reads bucket "
+            "listings with it; Colab has it): pip install 'ltpa_jax[gcs]'."
+        )

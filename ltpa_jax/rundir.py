@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from ltpa_jax.paths import as_path
+from ltpa_jax.paths import as_path, require_checkpoint_support
 
 CONFIG_FILE = "config.json"
 CONFIG_HISTORY_FILE = "config_history.jsonl"
@@ -79,6 +79,8 @@ class RunDir:
 
     @classmethod
     def at(cls, workdir: str | os.PathLike) -> "RunDir":
+        """The layout of `workdir` (a local path or a URL); checks a bucket can hold checkpoints."""
+        require_checkpoint_support(workdir)
         return cls(as_path(workdir))
 
     def __str__(self) -> str:

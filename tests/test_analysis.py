@@ -31,7 +31,7 @@ def workdir(tmp_path_factory):
 
 
 def test_load_run_gives_the_trained_model(workdir):
-    config, model, variables, step = rundir.open_run(str(workdir))
+    config, model, variables, step, _ = rundir.open_run(str(workdir))
     assert step == 8 and config.dataset == "cluttered_digits"
     batch = next(data.Pipeline.from_config(config).eval_batches("test"))
     logits = model.apply(variables, batch["image"], train=False)
@@ -86,7 +86,7 @@ def test_grid_without_labels_and_with_boxes(tmp_path):
 
 
 def test_export_features_and_linear_probe(workdir):
-    config, model, variables, _ = rundir.open_run(str(workdir))
+    config, model, variables, _, _ = rundir.open_run(str(workdir))
     exported = features.export_features(
         model, variables, data.Pipeline.from_config(config).eval_batches("test")
     )

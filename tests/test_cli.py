@@ -191,3 +191,15 @@ def test_divergence_stops_before_saving_and_keeps_the_good_checkpoints(trained, 
     resumed = run_tool("attend", f"--workdir={workdir}", "--num_images=4", "--batch_size=4")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "checkpoint at step 4" in resumed.stdout
+
+
+def test_a_bucket_workdir_without_google_cloud_storage_names_the_install():
+    pytest.importorskip("tensorflow")  # The data layer; the check itself needs no bucket.
+    try:
+        import google.cloud.storage  # noqa: F401
+
+        pytest.skip("google-cloud-storage is installed here")
+    except ImportError:
+        pass
+    result = run_tool("attend", "--workdir=gs://no-such-bucket/run")
+    assert_refused(result, "gs://no-such-bucket/run", "google-cloud-storage", "[gcs]")
