@@ -5,6 +5,8 @@ Builds the train state and the jitted train step exactly as `train.train_and_eva
 `train.compile_steps`), lowers and compiles it once, then times steps:
 
 * `synthetic`: one device-resident batch reused at every step (input pipeline excluded);
+* `device`: batches made on the devices by `data.device.DeviceTrainData` (the device-resident
+  input path of CIFAR/SVHN) from a random uint8 split of 16 batches, one jitted batch per step;
 * `pipeline`: batches from `data.Pipeline.train_batches` + `shard_batch` (included), so a
   data bottleneck shows as a slower step than `synthetic`.
 
@@ -25,6 +27,7 @@ import argparse
 import datetime
 import functools
 import importlib.util
+import itertools
 import os
 import platform
 import statistics
@@ -44,6 +47,7 @@ from jax.sharding import NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from ltpa_jax import data, train  # noqa: E402
+from ltpa_jax.data import device  # noqa: E402
 from ltpa_jax.models import create_model  # noqa: E402
 
 # Dense peak FLOP/s per JAX device, by a substring of `device.device_kind`: (bfloat16, float32).
@@ -109,6 +113,33 @@ def _flops(compiled) -> float | None:
     return float(value) if value is not None and value > 0 else None
 
 
+def counted_step_flops(config, steps_per_epoch: int) -> float | None:
+    """FLOPs of one train step of `config` counted by XLA:CPU, with XLA's own convolution.
+
+    On GPUs XLA hands the convolutions to cuDNN as custom calls, which its cost analysis does
+    not count: an H100 compile of the full VGG-att3 step at batch 128 reported 10 GFLOP, where
+    the convolutions alone are ~2,800. Accelerator rows therefore take the count of the same
+    step (same batch, dtype and model) compiled for one CPU device; nothing runs there.
+    """
+    config = config.copy_and_resolve_references()
+    config.model.conv_impl = "xla"
+    mesh = train.create_mesh(jax.local_devices(backend="cpu")[:1])
+    schedule = train.learning_rate_schedule(config, steps_per_epoch)
+    model = create_model(config)
+    create = functools.partial(train.create_train_state, config, model, schedule=schedule)
+    state = jax.eval_shape(create, jax.random.key(0))
+    b, s = config.batch_size, config.image_size
+    batch = {
+        "image": jax.ShapeDtypeStruct((b, s, s, 3), np.float32),
+        "label": jax.ShapeDtypeStruct((b,), np.int32),
+    }
+    step = jax.jit(
+        functools.partial(train.train_step, schedule=schedule),
+        in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))),
+    )
+    return _flops(step.lower(state, batch).compile())
+
+
 def _memory(compiled) -> dict[str, int] | None:
     try:
         m = compiled.memory_analysis()
@@ -125,15 +156,22 @@ def _memory(compiled) -> dict[str, int] | None:
 
 
 def _time_steps(step_fn, state, batches, warmup: int, steps: int):
-    """Runs warm-up then timed steps; returns (state, per-step seconds)."""
-    times = []
+    """Runs warm-up then timed steps.
+
+    Returns:
+        (state, per-step seconds, per-step seconds spent obtaining the batch).
+    """
+    times, inputs = [], []
     for i in range(warmup + steps):
         start = time.perf_counter()
-        state, metrics = step_fn(state, next(batches))
+        batch = next(batches)
+        got = time.perf_counter()
+        state, metrics = step_fn(state, batch)
         jax.block_until_ready((state, metrics))
         if i >= warmup:
             times.append(time.perf_counter() - start)
-    return state, times
+            inputs.append(got - start)
+    return state, times, inputs
 
 
 def benchmark(config, args, conv_impl: str) -> list[dict]:
@@ -144,12 +182,13 @@ def benchmark(config, args, conv_impl: str) -> list[dict]:
     mesh = train.create_mesh()
     replicated = NamedSharding(mesh, P())
     data_sharding = NamedSharding(mesh, P("data"))
-    try:
-        data_pipeline, not_found = data.Pipeline.from_config(config), None
-        steps_per_epoch = data_pipeline.steps_per_epoch
-    except data.DatasetNotFoundError as error:
-        data_pipeline, not_found = None, error
-        steps_per_epoch = 1000  # Only shapes the schedule; the synthetic phase needs no data.
+    data_pipeline, not_found, steps_per_epoch = None, "--synthetic-only", 1000
+    if not args.synthetic_only:
+        try:
+            data_pipeline = data.Pipeline.from_config(config)
+            steps_per_epoch = data_pipeline.steps_per_epoch
+        except data.DatasetNotFoundError as error:
+            not_found = error  # steps_per_epoch only shapes the schedule.
     schedule = train.learning_rate_schedule(config, steps_per_epoch)
     model = create_model(config)
     init = jax.jit(
@@ -157,7 +196,7 @@ def benchmark(config, args, conv_impl: str) -> list[dict]:
         out_shardings=replicated,
     )
     state = init(jax.random.key(config.seed))
-    p_train_step, _ = train.compile_steps(mesh, schedule)
+    p_train_step, _ = train.jit_steps(mesh, schedule)
 
     b, s = config.batch_size, config.image_size
     rng = np.random.default_rng(0)
@@ -175,6 +214,8 @@ def benchmark(config, args, conv_impl: str) -> list[dict]:
     compiled = lowered.compile()
     compile_s = time.perf_counter() - start
     flops = _flops(compiled)
+    if jax.default_backend() != "cpu":  # cuDNN's convolutions are not in the count.
+        flops = counted_step_flops(config, steps_per_epoch)
     memory = _memory(compiled)
     dtype = "bfloat16" if args.half_precision else "float32"
     common = {
@@ -190,8 +231,21 @@ def benchmark(config, args, conv_impl: str) -> list[dict]:
         while True:
             yield batch
 
-    state, times = _time_steps(compiled, state, repeat(synthetic), args.warmup, args.steps)
-    rows = [{**common, "phase": "synthetic", "times": times}]
+    state, times, inputs = _time_steps(compiled, state, repeat(synthetic), args.warmup, args.steps)
+    rows = [{**common, "phase": "synthetic", "times": times, "inputs": inputs}]
+
+    info = data.get_dataset_info(config.dataset)
+    if device.supports(info, s):
+        rng = np.random.default_rng(1)
+        on_device = device.DeviceTrainData(
+            rng.integers(0, 256, (16 * b, s, s, 3), dtype=np.uint8),
+            rng.integers(0, config.model.num_classes, 16 * b).astype(np.int32),
+            mesh=mesh,
+            spec=device.TrainSpec.from_config(config, info),
+        )
+        device_batches = (on_device.batch(i) for i in itertools.count())
+        state, times, inputs = _time_steps(compiled, state, device_batches, args.warmup, args.steps)
+        rows.append({**common, "phase": "device", "times": times, "inputs": inputs})
 
     if data_pipeline is None:
         print(f"[{conv_impl}/{dtype}] pipeline phase skipped: {str(not_found).splitlines()[0]}")
@@ -208,8 +262,16 @@ def benchmark(config, args, conv_impl: str) -> list[dict]:
                 {"image": batch["image"], "label": batch["label"]}, data_sharding
             )
 
-    state, times = _time_steps(compiled, state, pipeline(), args.warmup, args.steps)
-    rows.append({**common, "phase": "pipeline", "times": times, "first_batch_s": first_batch_s})
+    state, times, inputs = _time_steps(compiled, state, pipeline(), args.warmup, args.steps)
+    rows.append(
+        {
+            **common,
+            "phase": "pipeline",
+            "times": times,
+            "inputs": inputs,
+            "first_batch_s": first_batch_s,
+        }
+    )
     del state
     return rows
 
@@ -220,7 +282,7 @@ def format_rows(rows: list[dict]) -> list[str]:
     kind = jax.devices()[0].device_kind
     columns = [
         "conv", "dtype", "input", "batch", "compile s", "step ms (median)", "step ms (min-max)",
-        "img/s", "img/s/device", "GFLOP/step", "TFLOP/s", "MFU", "arg MB", "out MB",
+        "input wait", "img/s", "img/s/device", "GFLOP/step", "TFLOP/s", "MFU", "arg MB", "out MB",
         "temp MB", "temp MB/img",
     ]  # fmt: skip
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -238,11 +300,12 @@ def format_rows(rows: list[dict]) -> list[str]:
         cells = [
             r["conv_impl"],
             dtype,
-            "synthetic" if r["phase"] == "synthetic" else "train_batches",
+            {"pipeline": "train_batches"}.get(r["phase"], r["phase"]),
             str(r["batch"]),
             f"{r['compile_s']:.1f}",
             f"{1e3 * median:.1f}",
             f"{1e3 * min(r['times']):.1f}-{1e3 * max(r['times']):.1f}",
+            f"{100 * sum(r['inputs']) / sum(r['times']):.1f}%",
             f"{images:.0f}",
             f"{images / n:.0f}",
             f"{step_flops / 1e9:.2f}" if step_flops else "n/a",
@@ -275,6 +338,11 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--image-size", type=int, help="input side (default: the config's)")
     parser.add_argument("--width", type=float, help="model.width (default: the config's)")
+    parser.add_argument(
+        "--synthetic-only",
+        action="store_true",
+        help="skip the train_batches phase (no data.Pipeline: no TFDS data needed)",
+    )
     args = parser.parse_args(argv)
 
     config = load_config(args.config)

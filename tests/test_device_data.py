@@ -249,8 +249,8 @@ def test_scanned_steps_equal_single_steps():
     expected_state, expected_metrics = state, merged.compute()
 
     state = init(jax.random.key(0))
-    run = device.compile_device_steps(step_fn, mesh, num_steps=3)
-    state, stacked = run(state, data.data, 0, data.spec)
+    run = data.compile_steps(step_fn, num_steps=3)
+    state, stacked = run(state, 0)
     assert int(state.step) == 3
     assert_trees_close(state.params, expected_state.params)
     assert_trees_close(state.batch_stats, expected_state.batch_stats)
@@ -274,16 +274,27 @@ def test_resumed_scanned_training_equals_uninterrupted_training():
     _, mesh, init, step_fn = tiny_setup()
     images, labels = random_split(48)
     data = device.DeviceTrainData(images, labels, mesh=mesh, spec=spec(16))
-    run2 = device.compile_device_steps(step_fn, mesh, num_steps=2)
-    run4 = device.compile_device_steps(step_fn, mesh, num_steps=4)
-    straight, _ = run4(init(jax.random.key(0)), data.data, 0, data.spec)
-    halfway, _ = run2(init(jax.random.key(0)), data.data, 0, data.spec)
+    run1, run2 = data.compile_steps(step_fn, 1), data.compile_steps(step_fn, 2)
+    straight = init(jax.random.key(0))
+    for first_step in (0, 2, 4):  # 3 steps per epoch: the second dispatch spans two epochs.
+        straight, _ = run2(straight, first_step)
+    halfway, _ = run1(init(jax.random.key(0)), 0)
+    halfway, _ = run2(halfway, 1)
     # "Killed" here: the state goes to the host (as a checkpoint) and back.
     restored = jax.device_put(jax.device_get(halfway), NamedSharding(mesh, P()))
-    resumed, _ = run2(restored, data.data, 2, data.spec)
-    assert int(resumed.step) == 4
+    resumed, _ = run2(restored, 3)
+    resumed, _ = run1(resumed, 5)
+    assert int(resumed.step) == int(straight.step) == 6
     assert_trees_close(resumed.params, straight.params, rtol=1e-6, atol=1e-7)
     assert_trees_close(resumed.batch_stats, straight.batch_stats, rtol=1e-6, atol=1e-7)
+
+
+def test_steps_per_dispatch_is_at_most_an_epoch():
+    _, mesh, _, step_fn = tiny_setup()
+    images, labels = random_split(48)
+    data = device.DeviceTrainData(images, labels, mesh=mesh, spec=spec(16))
+    with pytest.raises(ValueError, match=r"config\.steps_per_dispatch=4 .* \(3\)"):
+        data.compile_steps(step_fn, 4)
 
 
 def test_device_batches_ignore_jax_default_prng_impl():

@@ -161,36 +161,61 @@ class TrainSpec:
         )
 
 
+def epoch_orders(seed: int, first_epoch: int | jax.Array, num_examples: int) -> jax.Array:
+    """The orders of epochs `first_epoch` and `first_epoch + 1`: int32 `[2, N]` (jit-able).
+
+    A dispatch of at most `steps_per_epoch` steps spans at most these two epochs; the orders are
+    computed once per epoch (`DeviceTrainData.orders`), not in every step.
+    """
+    return jnp.stack(
+        [augment.epoch_permutation(seed, first_epoch + e, num_examples) for e in range(2)]
+    )
+
+
 def batch_indices(
-    step: int | jax.Array, num_examples: int, spec: TrainSpec
+    orders: jax.Array, first_epoch: int | jax.Array, step: int | jax.Array, spec: TrainSpec
 ) -> tuple[jax.Array, jax.Array]:
     """The epoch of `step` and the split positions of its global batch.
+
+    Args:
+        orders: int32 `[2, N]`, `epoch_orders(seed, first_epoch, N)`.
+        first_epoch: The epoch of `orders[0]`; `step` must fall in it or the next.
+        step: Global step.
+        spec: The static rest.
 
     Returns:
         (epoch int32 `[]`, indices int32 `[B]`): `epoch_permutation(seed, epoch, N)[i * B:
         (i + 1) * B]` with `epoch, i = divmod(step, N // B)`.
     """
-    steps_per_epoch = num_examples // spec.batch_size
+    steps_per_epoch = orders.shape[1] // spec.batch_size
     epoch, position = jnp.divmod(jnp.asarray(step, jnp.int32), steps_per_epoch)
-    order = augment.epoch_permutation(spec.seed, epoch, num_examples)
+    order = jax.lax.dynamic_index_in_dim(orders, epoch - first_epoch, keepdims=False)
     indices = jax.lax.dynamic_slice_in_dim(order, position * spec.batch_size, spec.batch_size)
     if spec.sharding is not None:
         indices = jax.lax.with_sharding_constraint(indices, spec.sharding)
     return epoch, indices
 
 
-def train_batch(data: Batch, step: int | jax.Array, spec: TrainSpec) -> Batch:
+def train_batch(
+    data: Batch,
+    orders: jax.Array,
+    first_epoch: int | jax.Array,
+    step: int | jax.Array,
+    spec: TrainSpec,
+) -> Batch:
     """The global training batch of `step` from a split held on the devices (pure, jit-able).
 
     Args:
         data: "image" uint8 `[N, H, W, C]` and "label" int `[N]`, the whole split in file order.
+        orders: int32 `[2, N]`, `epoch_orders(spec.seed, first_epoch, N)`.
+        first_epoch: The epoch of `orders[0]` (`step` falls in it or the next).
         step: Global step (may be traced).
         spec: The static rest.
 
     Returns:
         "image" float32 `[B, H, W, C]` (augmented, normalised) and "label" int32 `[B]`.
     """
-    epoch, indices = batch_indices(step, data["label"].shape[0], spec)
+    epoch, indices = batch_indices(orders, first_epoch, step, spec)
     images = jnp.take(data["image"], indices, axis=0)
     if spec.augment:
         images = augment.augment_batch(
@@ -254,12 +279,59 @@ class DeviceTrainData:
         self.sharding = NamedSharding(mesh, P("data"))
         self.spec = dataclasses.replace(spec, sharding=self.sharding)
         self.steps_per_epoch = self.num_examples // spec.batch_size
+        self.mesh = mesh
         self.data = {"image": put_replicated(images, mesh), "label": put_replicated(labels, mesh)}
-        self._batch = jax.jit(train_batch, static_argnums=2, out_shardings=self.sharding)
+        self._batch = jax.jit(train_batch, static_argnums=4, out_shardings=self.sharding)
+        self._orders = jax.jit(
+            epoch_orders, static_argnums=(0, 2), out_shardings=NamedSharding(mesh, P())
+        )
+        self._orders_of: dict[int, jax.Array] = {}
+
+    def orders(self, first_epoch: int) -> jax.Array:
+        """`epoch_orders` of `first_epoch` and the next, made once and kept: int32 `[2, N]`."""
+        if first_epoch not in self._orders_of:
+            self._orders_of = {  # Keep only the latest: epochs go forward.
+                first_epoch: self._orders(self.spec.seed, np.int32(first_epoch), self.num_examples)
+            }
+        return self._orders_of[first_epoch]
 
     def batch(self, step: int) -> Batch:
         """The global batch of `step`, sharded over "data"."""
-        return self._batch(self.data, jnp.int32(step), self.spec)
+        epoch = step // self.steps_per_epoch
+        return self._batch(
+            self.data, self.orders(epoch), np.int32(epoch), np.int32(step), self.spec
+        )
+
+    def compile_steps(
+        self, step_fn: "StepFn", num_steps: int = 1
+    ) -> Callable[[Any, int], tuple[Any, Any]]:
+        """`num_steps` train steps per dispatch on this split's batches, batch and steps fused.
+
+        Args:
+            step_fn: `(state, batch) -> (state, metrics)`, e.g. `partial(train.train_step,
+                schedule=schedule)`.
+            num_steps: `k` (`config.steps_per_dispatch`), at most `steps_per_epoch`.
+
+        Returns:
+            `run(state, first_step) -> (state after steps first_step .. first_step + k - 1,
+            metrics stacked [k, ...])`, jitted over the mesh, the state donated.
+
+        Raises:
+            ValueError: `num_steps` is not in `[1, steps_per_epoch]`.
+        """
+        if not 1 <= num_steps <= self.steps_per_epoch:
+            raise ValueError(
+                f"config.steps_per_dispatch={num_steps} must be between 1 and the steps per "
+                f"epoch ({self.steps_per_epoch})."
+            )
+        run = compile_device_steps(step_fn, self.mesh, num_steps)
+
+        def call(state, first_step: int):
+            epoch = first_step // self.steps_per_epoch
+            orders = self.orders(epoch)
+            return run(state, self.data, orders, np.int32(epoch), np.int32(first_step), self.spec)
+
+        return call
 
     def batches(self, start_step: int = 0) -> Iterator[Batch]:
         """The batches of steps `start_step, start_step + 1, ...` (infinite)."""
@@ -354,7 +426,7 @@ class DeviceEvalData:
 
     def batch(self, index: int) -> Batch:
         """Evaluation batch `index` (`0 <= index < num_batches`), sharded over "data"."""
-        return self._batch(self.data, jnp.int32(index), self.spec)
+        return self._batch(self.data, np.int32(index), self.spec)
 
     def batches(self) -> Iterator[Batch]:
         """One pass over the split: `num_batches` batches."""
@@ -388,18 +460,22 @@ def scan_device_steps(
     step_fn: StepFn,
     state: Any,
     data: Batch,
+    orders: jax.Array,
+    first_epoch: int | jax.Array,
     first_step: int | jax.Array,
     num_steps: int,
     spec: TrainSpec,
 ) -> tuple[Any, Any]:
-    """`num_steps` train steps in one `lax.scan`, each on `train_batch(data, step, spec)`.
+    """`num_steps` train steps in one `lax.scan`, each on its `train_batch`.
 
     Args:
         step_fn: `(state, batch) -> (state, metrics)`.
         state: The train state.
         data: The training split on the devices (`DeviceTrainData.data`).
+        orders: `epoch_orders(spec.seed, first_epoch, N)`.
+        first_epoch: The epoch of `first_step`.
         first_step: Global step of the first batch (may be traced).
-        num_steps: `k` (static).
+        num_steps: `k` (static), at most the steps per epoch.
         spec: As `train_batch`.
 
     Returns:
@@ -407,7 +483,7 @@ def scan_device_steps(
     """
 
     def body(state, step):
-        return step_fn(state, train_batch(data, step, spec))
+        return step_fn(state, train_batch(data, orders, first_epoch, step, spec))
 
     steps = jnp.asarray(first_step, jnp.int32) + jnp.arange(num_steps, dtype=jnp.int32)
     return jax.lax.scan(body, state, steps)
@@ -419,16 +495,19 @@ def compile_device_steps(
     """`scan_device_steps` under `jax.jit` over `mesh`: state replicated and donated.
 
     Returns:
-        `fn(state, data, first_step, spec) -> (state, stacked metrics)`.
+        `fn(state, data, orders, first_epoch, first_step, spec) -> (state, stacked metrics)`;
+        `DeviceTrainData.compile_steps` supplies all but the state and the step.
     """
     replicated = NamedSharding(mesh, P())
 
-    def run(state, data, first_step, spec):
-        return scan_device_steps(step_fn, state, data, first_step, num_steps, spec)
+    def run(state, data, orders, first_epoch, first_step, spec):
+        return scan_device_steps(
+            step_fn, state, data, orders, first_epoch, first_step, num_steps, spec
+        )
 
     return jax.jit(
         run,
-        static_argnums=3,
+        static_argnums=5,
         out_shardings=(replicated, replicated),
         donate_argnums=0,
     )
