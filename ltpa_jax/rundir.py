@@ -83,8 +83,10 @@ class RunDir:
         require_checkpoint_support(workdir)
         return cls(as_path(workdir))
 
-    def __str__(self) -> str:
+    def __fspath__(self) -> str:
         return os.fspath(self.path)
+
+    __str__ = __fspath__
 
     @property
     def config_file(self) -> epath.Path:

@@ -113,10 +113,31 @@ def test_half_precision_train_step_runs():
 
 
 @pytest.mark.slow
-def test_smoke_config_trains_on_mock_tfds_on_8_devices(tmp_path):
+def read_tags(workdir: str) -> set[str]:
+    """The tags of every summary (scalars, images, hyper-parameters) in workdir's event files."""
+    tags = set()
+    for path in glob.glob(os.path.join(workdir, "events.out.tfevents*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+def test_eta_shows_days_past_24_hours():
+    assert train.format_duration(250) == "00:04:10"
+    assert train.format_duration(32.5 * 3600) == "1d 08:30:00"
+    assert train.format_duration(float("inf")) == "?"
+
+
+def test_smoke_config_trains_on_mock_tfds_on_8_devices(tmp_path, capsys):
     config = smoke_config(num_train_steps=12, eval_every_steps=12, learning_rate=0.02)
     with tfds.testing.mock_data(num_examples=48, policy=tfds.testing.MockPolicy.USE_CODE):
         final = train.train_and_evaluate(config, str(tmp_path))
+    printed = capsys.readouterr().out
+    for line in ("Compiling the train step...", "Compiled in", "[12/12] evaluating on"):
+        assert line in printed, printed
+    tags = read_tags(str(tmp_path))
+    assert "attention_maps" in tags  # The picture of each evaluation, as a TensorBoard image.
+    assert "_hparams_/session_start_info" in tags  # The config, as hyper-parameters.
     assert np.isfinite(final["loss"]) and 0 <= final["accuracy"] <= 1
     losses = read_scalars(str(tmp_path))["train_loss"]
     assert all(np.isfinite(v) for v in losses.values())
