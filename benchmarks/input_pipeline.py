@@ -18,19 +18,13 @@ import datetime
 import os
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from train_step import cpu_model, load_config  # The script's own folder is on sys.path.
 
-import tensorflow as tf  # noqa: E402
-import tensorflow_datasets as tfds  # noqa: E402
-from train_step import cpu_model, load_config  # noqa: E402  (benchmarks/ is on sys.path)
-
-from ltpa_jax import data  # noqa: E402
+from ltpa_jax import data
 
 
 def time_batches(config, num_batches: int) -> tuple[float, list[float]]:

@@ -20,23 +20,17 @@ import argparse
 import datetime
 import functools
 import platform
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from train_step import load_config  # The script's own folder is on sys.path.
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-from jax.sharding import NamedSharding  # noqa: E402
-from jax.sharding import PartitionSpec as P  # noqa: E402
-from train_step import load_config  # noqa: E402  (benchmarks/ is on sys.path)
-
-from ltpa_jax import train  # noqa: E402
-from ltpa_jax.models import create_model  # noqa: E402
-from ltpa_jax.models.remat import REMAT_MODES  # noqa: E402
+from ltpa_jax import train
+from ltpa_jax.models import create_model
+from ltpa_jax.models.remat import REMAT_MODES
 
 GIB = 2**30
 

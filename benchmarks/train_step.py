@@ -2,7 +2,7 @@
 
 Builds the train state and the jitted train step exactly as `train.train_and_evaluate` does
 (`train.create_mesh`, `train.create_train_state` under `jax.jit` with replicated output,
-`train.compile_steps`), lowers and compiles it once, then times steps:
+`train.jit_steps`), lowers and compiles it once, then times steps:
 
 * `synthetic`: one device-resident batch reused at every step (input pipeline excluded);
 * `device`: batches made on the devices by `data.device.DeviceTrainData` (the device-resident
@@ -26,7 +26,6 @@ bypasses that check to time it.
 import argparse
 import datetime
 import functools
-import importlib.util
 import itertools
 import os
 import platform
@@ -46,7 +45,7 @@ import numpy as np  # noqa: E402
 from jax.sharding import NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
-from ltpa_jax import data, train  # noqa: E402
+from ltpa_jax import configs, data, train  # noqa: E402
 from ltpa_jax.data import device  # noqa: E402
 from ltpa_jax.models import create_model  # noqa: E402
 
@@ -75,10 +74,8 @@ def peak_flops(device_kind: str, half: bool) -> float | None:
 
 
 def load_config(path: str):
-    spec = importlib.util.spec_from_file_location(Path(path).stem, Path(path).resolve())
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    """`get_config()` of a config file, loaded as `ltpa-train --config=path` loads it."""
+    return configs.load_module(path).get_config()
 
 
 def cpu_model() -> str:
