@@ -14,12 +14,11 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+from conftest import ROOT
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ltpa_jax import checkpointing
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _values() -> dict:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(ROOT)
 NOTEBOOKS = sorted((ROOT / "colab").glob("*.ipynb"))
 
 

@@ -8,6 +8,7 @@ import math
 
 import jax
 import pytest
+from conftest import override
 
 from ltpa_jax import validation
 from ltpa_jax.configs import default
@@ -17,11 +18,7 @@ from ltpa_jax.validation import ConfigError
 
 def _config(**overrides):
     """The default config with dotted overrides ("model.num_taps": 2)."""
-    config = default.get_config()
-    for field, value in overrides.items():
-        section, _, key = field.rpartition(".")
-        (config[section] if section else config)[key] = value
-    return config
+    return override(default.get_config(), **overrides)
 
 
 def _refused(check, config) -> str:
