@@ -79,7 +79,7 @@ def _one_step(mesh, config, batch):
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     state = jax.device_put(state, replicated)
-    step, _ = train.compile_steps(mesh, schedule)
+    step, _ = train.jit_steps(mesh, schedule)
     new_state, metrics = step(state, shard_batch(batch, data))
     return jax.device_get(new_state.params), float(metrics.compute()["loss"])
 
@@ -112,7 +112,6 @@ def test_half_precision_train_step_runs():
     assert all(p.dtype == np.float32 for p in jax.tree.leaves(params))
 
 
-@pytest.mark.slow
 def read_tags(workdir: str) -> set[str]:
     """The tags of every summary (scalars, images, hyper-parameters) in workdir's event files."""
     tags = set()
@@ -128,6 +127,7 @@ def test_eta_shows_days_past_24_hours():
     assert train.format_duration(float("inf")) == "?"
 
 
+@pytest.mark.slow
 def test_smoke_config_trains_on_mock_tfds_on_8_devices(tmp_path, capsys):
     config = smoke_config(num_train_steps=12, eval_every_steps=12, learning_rate=0.02)
     with tfds.testing.mock_data(num_examples=48, policy=tfds.testing.MockPolicy.USE_CODE):
