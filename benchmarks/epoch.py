@@ -11,7 +11,7 @@ default, or fewer with `--num-train`/`--num-test`), training and then evaluating
   same batches made on the host by `data.augment` on the CPU backend, one batch ahead in a
   thread, and copied per step; a stand-in for the tf.data path, not the project's host path;
 * `device`: `data.device.DeviceTrainData` / `DeviceEvalData` (the split copied once, batches
-  made on the devices), batch and step fused in one program (`DeviceTrainData.compile_steps`),
+  made on the devices), batch and step fused in one program (`DeviceTrainData.jit_steps`),
   one step per dispatch;
 * `device kN`: the same, `N` steps per dispatch (one `lax.scan`), with `--steps-per-dispatch N`.
 
@@ -366,7 +366,7 @@ def main(argv=None) -> None:
         elif path == "device":
             for k_steps in sorted({1, k} - {0}):
                 state = init(jax.random.key(config.seed))
-                run = train_data.compile_steps(step_fn, k_steps)  # Batch and steps fused.
+                run = train_data.jit_steps(step_fn, k_steps)  # Batch and steps fused.
                 dispatches = max(1, steps // k_steps)
                 firsts = itertools.count(0, k_steps)
                 state, records = run_epoch(run, state, firsts, dispatches, args.warmup)

@@ -249,7 +249,7 @@ def test_scanned_steps_equal_single_steps():
     expected_state, expected_metrics = state, merged.compute()
 
     state = init(jax.random.key(0))
-    run = data.compile_steps(step_fn, num_steps=3)
+    run = data.jit_steps(step_fn, num_steps=3)
     state, stacked = run(state, 0)
     assert int(state.step) == 3
     assert_trees_close(state.params, expected_state.params)
@@ -263,7 +263,7 @@ def test_scanned_steps_equal_single_steps():
     state = init(jax.random.key(0))
     batches = [jax.device_get(data.batch(step)) for step in range(3)]
     stacked_batches = jax.tree.map(lambda *xs: np.stack(xs), *batches)
-    state, stacked = device.compile_scan_steps(step_fn, mesh)(state, stacked_batches)
+    state, stacked = device.jit_scan_steps(step_fn, mesh)(state, stacked_batches)
     assert_trees_close(state.params, expected_state.params)
     np.testing.assert_allclose(
         float(stacked.reduce().compute()["loss"]), float(expected_metrics["loss"]), rtol=1e-5
@@ -274,7 +274,7 @@ def test_resumed_scanned_training_equals_uninterrupted_training():
     _, mesh, init, step_fn = tiny_setup()
     images, labels = random_split(48)
     data = device.DeviceTrainData(images, labels, mesh=mesh, spec=spec(16))
-    run1, run2 = data.compile_steps(step_fn, 1), data.compile_steps(step_fn, 2)
+    run1, run2 = data.jit_steps(step_fn, 1), data.jit_steps(step_fn, 2)
     straight = init(jax.random.key(0))
     for first_step in (0, 2, 4):  # 3 steps per epoch: the second dispatch spans two epochs.
         straight, _ = run2(straight, first_step)
@@ -294,7 +294,7 @@ def test_steps_per_dispatch_is_at_most_an_epoch():
     images, labels = random_split(48)
     data = device.DeviceTrainData(images, labels, mesh=mesh, spec=spec(16))
     with pytest.raises(ValueError, match=r"config\.steps_per_dispatch=4 .* \(3\)"):
-        data.compile_steps(step_fn, 4)
+        data.jit_steps(step_fn, 4)
 
 
 def test_device_batches_ignore_jax_default_prng_impl():

@@ -302,10 +302,17 @@ class DeviceTrainData:
             self.data, self.orders(epoch), np.int32(epoch), np.int32(step), self.spec
         )
 
-    def compile_steps(
+    def jit_steps(
         self, step_fn: "StepFn", num_steps: int = 1
     ) -> Callable[[Any, int], tuple[Any, Any]]:
-        """`num_steps` train steps per dispatch on this split's batches, batch and steps fused.
+        """`num_steps` train steps per dispatch on this split's batches.
+
+        On accelerators the batches and the steps are one program (`lax.scan` for k > 1). On the
+        CPU, k = 1 runs the batch and the step as two programs, as fast as a step on a ready
+        batch; the fused program was measured slower there (585-611 ms against 329 ms a step,
+        VGG-att3 at width 1/8, Winograd convolution, on a loaded 2-core machine, 2026-11), and
+        a step inside `lax.scan` 2.3x (Winograd) to 36x (XLA's convolution) slower, so keep
+        `config.steps_per_dispatch` at 1 there. The results are the same either way.
 
         Args:
             step_fn: `(state, batch) -> (state, metrics)`, e.g. `partial(train.train_step,
@@ -324,7 +331,22 @@ class DeviceTrainData:
                 f"config.steps_per_dispatch={num_steps} must be between 1 and the steps per "
                 f"epoch ({self.steps_per_epoch})."
             )
-        run = compile_device_steps(step_fn, self.mesh, num_steps)
+        replicated = NamedSharding(self.mesh, P())
+        if num_steps == 1 and self.mesh.devices.flat[0].platform == "cpu":
+            step = jax.jit(
+                lambda state, batch: _stacked_metrics(*step_fn(state, batch)),
+                in_shardings=(replicated, self.sharding),
+                out_shardings=(replicated, replicated),
+                donate_argnums=0,
+            )
+            return lambda state, first_step: step(state, self.batch(first_step))
+        if num_steps == 1:
+            fused = functools.partial(_fused_step, step_fn)
+            run = jax.jit(
+                fused, static_argnums=5, out_shardings=(replicated, replicated), donate_argnums=0
+            )
+        else:
+            run = jit_device_steps(step_fn, self.mesh, num_steps)
 
         def call(state, first_step: int):
             epoch = first_step // self.steps_per_epoch
@@ -339,6 +361,16 @@ class DeviceTrainData:
         while True:
             yield self.batch(step)
             step += 1
+
+
+def _stacked_metrics(state: Any, metrics: Any) -> tuple[Any, Any]:
+    """One step's metrics with a leading axis of 1, as `lax.scan` stacks k steps' metrics."""
+    return state, jax.tree.map(lambda x: x[None], metrics)
+
+
+def _fused_step(step_fn, state, data, orders, first_epoch, step, spec):
+    """One train step on its batch, made in the same program (`jit_steps` with k = 1)."""
+    return _stacked_metrics(*step_fn(state, train_batch(data, orders, first_epoch, step, spec)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,14 +521,14 @@ def scan_device_steps(
     return jax.lax.scan(body, state, steps)
 
 
-def compile_device_steps(
+def jit_device_steps(
     step_fn: StepFn, mesh: jax.sharding.Mesh, num_steps: int
 ) -> Callable[[Any, Batch, int, TrainSpec], tuple[Any, Any]]:
     """`scan_device_steps` under `jax.jit` over `mesh`: state replicated and donated.
 
     Returns:
         `fn(state, data, orders, first_epoch, first_step, spec) -> (state, stacked metrics)`;
-        `DeviceTrainData.compile_steps` supplies all but the state and the step.
+        `DeviceTrainData.jit_steps` supplies all but the state and the step.
     """
     replicated = NamedSharding(mesh, P())
 
@@ -513,7 +545,7 @@ def compile_device_steps(
     )
 
 
-def compile_scan_steps(
+def jit_scan_steps(
     step_fn: StepFn, mesh: jax.sharding.Mesh
 ) -> Callable[[Any, Batch], tuple[Any, Any]]:
     """`scan_steps` under `jax.jit`: batches `[k, B, ...]` sharded on B, state donated."""
