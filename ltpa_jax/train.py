@@ -25,6 +25,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ltpa_jax import checkpointing, data, rundir, validation, visualize
+from ltpa_jax.data import device
 from ltpa_jax.inference import forward_jit, upsample_maps
 from ltpa_jax.models import create_model
 
@@ -229,11 +230,18 @@ def _say(message: str) -> None:
         print(message, flush=True)
 
 
-def evaluate(pipeline, state, eval_step_fn, data_sharding) -> dict[str, float]:
-    """One pass over the test split; returns the computed metrics."""
+def evaluate(pipeline, state, eval_step_fn, data_sharding, on_device=None) -> dict[str, float]:
+    """One pass over the test split (from the devices with `on_device`); the computed metrics."""
     accumulated = None
-    for batch in pipeline.eval_batches("test"):
-        batch = data.shard_batch({k: batch[k] for k in ("image", "label", "mask")}, data_sharding)
+    if on_device is not None:
+        batches = on_device.batches()
+    else:
+        keys = ("image", "label", "mask")
+        batches = (
+            data.shard_batch({k: b[k] for k in keys}, data_sharding)
+            for b in pipeline.eval_batches("test")
+        )
+    for batch in batches:
         m = eval_step_fn(state, batch)
         accumulated = m if accumulated is None else accumulated.merge(m)
     return {k: float(v) for k, v in accumulated.compute().items()}
@@ -295,6 +303,45 @@ def _initial_state(
         state = jax.device_put(state.replace(params=params, batch_stats=stats), replicated)
         _say(checkpointing.report_transfer(config.init_from, pretrained["step"], loaded, fresh))
     return state, start_step
+
+
+def device_input(config, pipeline, mesh):
+    """The splits on the devices (`data.device`) where `config.input_on_device` allows.
+
+    Returns:
+        (DeviceTrainData, DeviceEvalData), or None for the host path: "off", a dataset the
+        device path does not hold, or ("auto") a split over the memory budget.
+
+    Raises:
+        DeviceMemoryError: "on" and a split over `config.input_on_device_max_fraction`.
+    """
+    if config.input_on_device == "off" or not pipeline.supports_device_input:
+        return None  # validation.check_config refused "on" for such a dataset.
+    info, fraction = pipeline.info, config.input_on_device_max_fraction
+    train_split, test_split = pipeline.split_arrays("train"), pipeline.split_arrays("test")
+    try:
+        on_device = device.DeviceTrainData(
+            train_split["image"],
+            train_split["label"],
+            mesh=mesh,
+            spec=device.TrainSpec.from_config(config, info),
+            max_fraction=fraction,
+        )
+        eval_on_device = device.DeviceEvalData(
+            test_split["image"],
+            test_split["label"],
+            mesh=mesh,
+            batch_size=config.eval_batch_size,
+            mean=info.mean,
+            std=info.std,
+            max_fraction=fraction,
+        )
+    except device.DeviceMemoryError as error:
+        if config.input_on_device == "on":
+            raise
+        _say(f"Batches from the host: {error}")
+        return None
+    return on_device, eval_on_device
 
 
 def _diverged(step: int, what: str, value: float, manager, config) -> FloatingPointError:
@@ -366,6 +413,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         f"device(s); workdir {run_dir}"
     )
     train_step_fn, eval_step_fn = jit_steps(mesh, schedule)
+    on_device, eval_on_device = device_input(config, pipeline, mesh) or (None, None)
     report_progress = periodic_actions.ReportProgress(
         num_train_steps=total_steps, writer=writer, every_steps=config.log_every_steps
     )
@@ -373,7 +421,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     def evaluate_and_draw(step: int) -> dict[str, float]:
         _say(f"[{step}/{total_steps}] evaluating on {pipeline.split_size('test')} test images...")
         t = time.time()
-        metrics = evaluate(pipeline, state, eval_step_fn, data_sharding)
+        metrics = evaluate(pipeline, state, eval_step_fn, data_sharding, eval_on_device)
         for name, value in metrics.items():
             if not np.isfinite(value):
                 raise _diverged(step, f"evaluation {name}", value, manager, config)
@@ -392,22 +440,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         _say(f"Already trained for {start_step} of {total_steps} steps; evaluating only.")
         eval_metrics = evaluate_and_draw(start_step)
     _say(f"Reading the training split ({pipeline.num_train_examples} examples)...")
-    batches = pipeline.train_batches(start_step=start_step)
+    k = config.steps_per_dispatch
+    if on_device is not None:
+        _say(f"Training batches made on the devices, {k} step(s) per dispatch.")
+        step_fn = functools.partial(train_step, schedule=schedule)
+        run_steps = {n: on_device.jit_steps(step_fn, n) for n in {1, k}}
+    else:
+        batches = pipeline.train_batches(start_step=start_step)
     train_metrics, t0, step = None, time.time(), start_step
     with _PreemptionFlag() as preempted:
         while step < total_steps:
-            batch = data.shard_batch(next(batches), data_sharding)
-            batch = {"image": batch["image"], "label": batch["label"]}
             if step == start_step:
                 _say("Compiling the train step...")
                 t = time.time()
-                train_step_fn = train_step_fn.lower(state, batch).compile()
+            if on_device is not None:
+                # k steps at multiples of k while k remain; single steps to align and to end.
+                n = k if step % k == 0 and step + k <= total_steps else 1
+                state, m = run_steps[n](state, step)
+                m = m.reduce()
+            else:
+                batch = data.shard_batch(next(batches), data_sharding)
+                batch = {"image": batch["image"], "label": batch["label"]}
+                if step == start_step:
+                    train_step_fn = train_step_fn.lower(state, batch).compile()
+                n = 1
+                state, m = train_step_fn(state, batch)
+            if step == start_step:
+                jax.block_until_ready(m)
                 _say(f"Compiled in {time.time() - t:.1f} s.")
                 t0 = time.time()
-            state, m = train_step_fn(state, batch)
-            step += 1
+            for done in range(step + 1, step + n + 1):
+                report_progress(done)
+            step += n
             train_metrics = m if train_metrics is None else train_metrics.merge(m)
-            report_progress(step)
             if step % config.log_every_steps == 0 or step == total_steps:
                 scalars = {f"train_{k}": float(v) for k, v in train_metrics.compute().items()}
                 if not np.isfinite(scalars["train_loss"]):

@@ -268,6 +268,10 @@ _TRAINING_RANGES = {
     "eval_every_steps": _Range(lambda v: v > 0, "must be a positive number of steps", "2000"),
     "checkpoint_every_steps": _Range(lambda v: v > 0, "must be a positive number of steps", "2000"),
     "keep_checkpoints": _Range(lambda v: v >= 1, "must be at least 1", "3"),
+    "input_on_device_max_fraction": _Range(
+        lambda v: _finite(v) and 0 < v <= 1, "must be in (0, 1] (a share of one device)", "0.25"
+    ),
+    "steps_per_dispatch": _Range(lambda v: v >= 1, "must be at least 1 step", "1"),
     "num_picture_images": _Range(
         lambda v: v >= 0, "must be >= 0 images (0: no attention pictures)", "16"
     ),
@@ -356,7 +360,9 @@ def _check_training(config: ml_collections.ConfigDict) -> None:
     padding_modes = get_args(transforms.CropPaddingMode)
     _check_choice("config.crop_padding_mode", config.crop_padding_mode, padding_modes)
     _check_choice("config.remat", config.remat, _remat_modes())
+    _check_choice("config.input_on_device", config.input_on_device, ("auto", "on", "off"))
     _check_ranges(config, _TRAINING_RANGES, "config")
+    _check_steps_per_dispatch(config)
     if config.crop_padding_mode == "reflect" and config.crop_padding >= config.image_size:
         raise ConfigError(
             f"config.crop_padding={config.crop_padding} with config.crop_padding_mode='reflect' "
@@ -389,6 +395,26 @@ def _check_training(config: ml_collections.ConfigDict) -> None:
         )
 
 
+def _check_steps_per_dispatch(config: ml_collections.ConfigDict) -> None:
+    """k steps per dispatch: the loop acts between dispatches, and only on the device path."""
+    k = config.steps_per_dispatch
+    if k == 1:
+        return
+    if config.input_on_device == "off":
+        raise ConfigError(
+            f"config.steps_per_dispatch={k} needs the device input path, and "
+            "config.input_on_device='off'; use --config.input_on_device=auto or "
+            "--config.steps_per_dispatch=1."
+        )
+    for field in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
+        if config[field] % k:
+            raise ConfigError(
+                f"config.{field}={config[field]} must be a multiple of "
+                f"config.steps_per_dispatch={k} (the loop logs, evaluates and saves between "
+                f"dispatches); e.g. --config.{field}={max(k, config[field] // k * k)}."
+            )
+
+
 def _check_dataset(config: ml_collections.ConfigDict) -> None:
     """The dataset exists, and the model has as many classes as it."""
     from ltpa_jax.data import registry  # Here: importing the data package is not free.
@@ -407,6 +433,19 @@ def _check_dataset(config: ml_collections.ConfigDict) -> None:
             f"config.model.num_classes={config.model.num_classes} but dataset {info.name!r} has "
             f"{info.num_classes} classes; set --config.model.num_classes={info.num_classes}."
         )
+    from ltpa_jax.data import device
+
+    if not device.supports(info, config.image_size):
+        needs = "config.input_on_device='on'" if config.input_on_device == "on" else None
+        if config.steps_per_dispatch > 1 and config.input_on_device != "off":
+            needs = f"config.steps_per_dispatch={config.steps_per_dispatch}"
+        if needs:
+            raise ConfigError(
+                f"{needs} needs the device input path, which holds only datasets stored at the "
+                f"input size with pad-and-crop augmentation (CIFAR-10/100, SVHN at 32), not "
+                f"{info.name!r} at {config.image_size}; use --config.input_on_device=auto and "
+                "--config.steps_per_dispatch=1."
+            )
 
 
 def _check_devices(config: ml_collections.ConfigDict) -> None:

@@ -14,8 +14,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from configs import smoke
+from ltpa_jax import checkpointing, rundir, train, validation
 from ltpa_jax import data as data_lib
-from ltpa_jax import train
 from ltpa_jax.data import augment, device, get_dataset_info
 from ltpa_jax.models import create_model
 
@@ -303,3 +303,61 @@ def test_device_batches_ignore_jax_default_prng_impl():
         after = np.asarray(augment.epoch_permutation(0, 0, 100))
     np.testing.assert_array_equal(before, after)
     assert jnp.issubdtype(augment.epoch_key(0, 0).dtype, jax.dtypes.prng_key)
+
+
+# ---------------------------------------------------------------------------------------------
+# In the training loop.
+
+
+def _train_on_mock_cifar(workdir, **fields):
+    config = smoke.get_config()  # cifar10, width 1/16, batch 16.
+    config.update(
+        dict(num_train_steps=6, log_every_steps=2, eval_every_steps=6, checkpoint_every_steps=2)
+    )
+    config.learning_rate = 0.002  # Small steps: see tiny_setup (rounding grows at lr 0.05).
+    config.update(fields)
+    with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
+        final = train.train_and_evaluate(config, str(workdir))
+    return final, checkpointing.load_variables(rundir.checkpoints_of(str(workdir)))
+
+
+@pytest.mark.slow
+def test_training_on_the_device_path_matches_the_host_path(tmp_path, capsys):
+    host, host_vars = _train_on_mock_cifar(tmp_path / "host", input_on_device="off")
+    on, on_vars = _train_on_mock_cifar(tmp_path / "on", input_on_device="on")
+    assert "made on the devices, 1 step(s) per dispatch" in capsys.readouterr().out
+    assert host_vars["step"] == on_vars["step"] == 6
+    assert_trees_close(on_vars["params"], host_vars["params"], rtol=1e-4, atol=1e-5)
+    for key, value in host.items():
+        np.testing.assert_allclose(on[key], value, rtol=1e-4, atol=1e-5)
+    # Two steps per dispatch (one lax.scan), then the third step alone.
+    scanned, scanned_vars = _train_on_mock_cifar(
+        tmp_path / "k2", steps_per_dispatch=2, num_train_steps=3, checkpoint_every_steps=2
+    )
+    assert scanned_vars["step"] == 3 and np.isfinite(scanned["loss"])
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"input_on_device": "yes"}, r"config\.input_on_device='yes' is not a valid choice"),
+        ({"input_on_device_max_fraction": 0.0}, r"config\.input_on_device_max_fraction=0\.0"),
+        ({"steps_per_dispatch": 0}, r"config\.steps_per_dispatch=0 must be at least 1"),
+        ({"steps_per_dispatch": 4}, r"config\.log_every_steps=2 must be a multiple of"),
+        (
+            {"steps_per_dispatch": 2, "input_on_device": "off"},
+            r"config\.steps_per_dispatch=2 needs the device input path",
+        ),
+        (
+            {"input_on_device": "on", "dataset": "cluttered_digits", "image_size": 64},
+            r"config\.input_on_device='on' needs the device input path",
+        ),
+    ],
+)
+def test_device_input_fields_are_validated_naming_the_field(fields, message):
+    config = smoke.get_config()
+    config.update(fields)
+    if config.dataset == "cluttered_digits":
+        config.model.num_classes = get_dataset_info("cluttered_digits").num_classes
+    with pytest.raises(validation.ConfigError, match=message):
+        validation.check_config(config)

@@ -50,7 +50,14 @@ def get_config() -> ml_collections.ConfigDict:
     )
     c.crop_padding = 4  # Pixels of padding before the random crop (32x32 datasets).
     c.crop_padding_mode = "constant"  # Crop padding: "constant" (zeros) or "reflect".
-    c.shuffle_buffer = 50_000  # tf.data shuffle buffer (examples).
+    # tf.data shuffle buffer (examples) of CUB and the digits; CIFAR/SVHN take a permutation of
+    # the whole split per epoch from data.augment instead (the same on both input paths).
+    c.shuffle_buffer = 50_000
+    # Batches made on the accelerator from the split held there (data.device): "auto" (on for
+    # CIFAR-10/100 and SVHN at 32x32 when the split fits), "on" (fail if it cannot), "off"
+    # (host tf.data). Both paths give the same batches.
+    c.input_on_device = "auto"
+    c.input_on_device_max_fraction = 0.25  # Share of one device's memory the split may take.
     c.num_digits_train = 10_000  # cluttered_digits only: training images generated.
     c.num_digits_test = 2_000  # cluttered_digits only: test images generated.
 
@@ -72,6 +79,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.weight_decay = 5e-4  # L2 weight decay added to the gradient (as torch.optim.SGD does).
     c.half_precision = False  # bfloat16 compute (parameters and optimizer state stay float32).
     c.remat = "none"  # Recompute blocks in the backward pass: "none", "full" or "keep_conv".
+    # Train steps per jitted call (one lax.scan; device input only; the log, eval and checkpoint
+    # intervals must be multiples). 10 trained 21% faster on an H100; keep 1 on the CPU.
+    c.steps_per_dispatch = 1
     c.seed = 0  # Seeds parameter init, data order and augmentation: same seed, same run.
 
     # Logging, evaluation, checkpoints.
