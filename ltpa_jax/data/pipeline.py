@@ -396,6 +396,9 @@ class Pipeline:
         stateless ops keyed by `(config.seed, e, example index)`, so a batch depends only on the
         config, the step and the host. Note: a global TF seed (`tf.random.set_seed`) also enters
         tf.data's shuffle; set it the same way (or not at all) in runs that resume each other.
+        CIFAR-10/100 and SVHN (`supports_device_input`) instead take the epoch's order, crops
+        and flips from `data.augment`, as the device path does: host `h` yields rows
+        `[h * b, (h + 1) * b)` of each global batch.
 
         Args:
             start_step: Global step of the first batch yielded (0 for a fresh run).
