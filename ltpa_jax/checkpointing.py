@@ -99,42 +99,27 @@ def create_manager(
       keep_best: also keep this many checkpoints with the highest eval accuracy
         (`metrics["accuracy"]` passed to `save`), however old. 0 keeps only the latest.
 
-    Saves are asynchronous: `save` returns once the state is copied to host memory, and the
-    files are written in a background thread. Call `manager.wait_until_finished()` before
-    reading a checkpoint back and before the process exits (`manager.close()` does it too).
+    Saves are synchronous (see the comment below for why); `manager.wait_until_finished()`
+    before reading a checkpoint back and before exiting stays correct if that changes.
     """
     if keep < 1:
         raise ValueError(f"keep={keep}: a run must keep at least its latest checkpoint (1).")
     if keep_best < 0:
         raise ValueError(f"keep_best={keep_best} must be 0 (off) or more.")
-    # Asynchronous saves, with the step and item folders created synchronously.
-    #
-    # The race once seen in CI ("Checkpoint directory does not exist: .../1.orbax-checkpoint-
-    # tmp/state.orbax-checkpoint-tmp") was raised in the background commit of step 1, by the
-    # metadata read that follows the array writes (orbax/_src/metadata/array_metadata_store.py
-    # `read`, called from base_pytree_checkpoint_handler `_write_metadata_after_commits`). It
-    # is not two saves overlapping: CheckpointManager.save waits for the previous save's
-    # commit and finalisation (`wait_until_finished`) before it starts the next one. During a
-    # save, the one piece of orbax-checkpoint 0.12.8 that creates that folder late, or
-    # removes it, is *asynchronous directory creation* (AsyncOptions.
-    # create_directories_asynchronously, on by default since 0.11.11): `<step>.orbax-
-    # checkpoint-tmp` and `state.orbax-checkpoint-tmp` inside it are then made by two
-    # background futures, ordered against each other and against the writers only by
-    # in-process "awaitable signals" keyed by a process-global operation counter
-    # (_src/futures), and the step-folder future deletes a temporary folder it finds already
-    # there ("... which already exists. Removing existing directory since it is not
-    # finalized", _src/path/atomicity.py). Orbax's maintainers turned this option off where
-    # they could not rely on it (the emergency local and replicator managers, commit
-    # 7abc2abe; the v1 API's compatibility path, "TODO: Remove this once we have a better way
-    # to handle async directory creation", commit 31b49557) and rewrote it for the v1 API,
-    # since starting it on the main thread and finishing it in a background thread "does not
-    # play well with asyncio event loops" (commit 695d2a25). We could not reproduce the race
-    # (hundreds of back-to-back saves pass here with the defaults), so we remove its only
-    # candidate: with create_directories_asynchronously=False both folders exist before
-    # `save` returns, before any background write starts. The arrays, the metadata and the
-    # final rename still happen in the background, so a save blocks training only for the
-    # device-to-host copy and two mkdirs, on a bucket or Drive workdir too.
-    # tests/test_checkpointing.py saves every step back to back and reads every kept step.
+    # Synchronous saves. Orbax 0.12.8's asynchronous saves raced in this project's training
+    # loop: the background commit of a step failed with "Checkpoint directory does not exist:
+    # .../<step>.orbax-checkpoint-tmp/state.orbax-checkpoint-tmp", raised by the metadata read
+    # that follows the array writes (orbax/_src/metadata/array_metadata_store.py `read`, from
+    # base_pytree_checkpoint_handler `_write_metadata_after_commits`). Seen in a CI run of an
+    # earlier version (steps 1 and 2 saved back to back), and on 2026-11-27 in
+    # tests/test_train.py's smoke run on 8 forced CPU devices (saves every 2 steps) in 2 runs
+    # of 4 — with `AsyncOptions(create_directories_asynchronously=False)`, the one candidate
+    # we found in Orbax's code for a folder created late or removed (its maintainers turned
+    # it off in their newer managers: commits 7abc2abe, 31b49557, 695d2a25). Hundreds of
+    # back-to-back async saves of a small unsharded tree outside the loop did not fail, so
+    # the trigger is something of the loop we have not isolated (replicated 8-device arrays,
+    # donation of the saved state to the next step, or the step's timing). Until it is
+    # understood, a save blocks the loop for the seconds it takes to write the state.
     if keep_best:
         # One set of step folders, one policy: a step is kept while it is among the latest
         # `keep` or among the `keep_best` best by accuracy. No second copy of the state (as a
@@ -161,8 +146,7 @@ def create_manager(
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=every_steps,
         create=True,
-        enable_async_checkpointing=True,
-        async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
+        enable_async_checkpointing=False,
         **retention,
     )
     return ocp.CheckpointManager(as_path(directory), options=options)

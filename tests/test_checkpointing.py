@@ -1,4 +1,4 @@
-"""Checkpoints: asynchronous saves, keep_best, the finite check, damaged and interrupted saves.
+"""Checkpoints: quick successive saves, keep_best, the finite check, damaged and cut-off saves.
 
 Tiny pytrees only (no model is compiled): what is tested is the file handling around Orbax.
 """
@@ -49,13 +49,12 @@ def _ocdbt_data_files(step_dir):
     return files
 
 
-# -- asynchronous saves -------------------------------------------------------------------------
+# -- saves in quick succession ------------------------------------------------------------------
 
 
-def test_async_saves_in_quick_succession_all_read_back(tmp_path):
+def test_saves_in_quick_succession_all_read_back(tmp_path):
     directory = tmp_path / "checkpoints"
     manager = checkpointing.create_manager(directory, keep=4, every_steps=1)
-    assert manager._options.enable_async_checkpointing  # The point of the test: async on.
     for step in range(1, 25):  # Back to back, every step, as the race once needed.
         assert checkpointing.save(manager, step, _state(step))
     manager.wait_until_finished()
