@@ -147,6 +147,20 @@ def _options() -> tf.data.Options:
     return options
 
 
+def _batched(ds: tf.data.Dataset, local_batch: int) -> tf.data.Dataset:
+    """Whole training batches of `local_batch` rows, prefetched."""
+    ds = ds.batch(local_batch, drop_remainder=True)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+
+
+def _epochs(epoch_dataset, start_step: int, steps_per_epoch: int) -> Iterator[Batch]:
+    """`epoch_dataset(epoch, skip_batches)`'s batches from `start_step` on, epoch after epoch."""
+    epoch, skip_batches = divmod(start_step, steps_per_epoch)
+    while True:
+        yield from epoch_dataset(epoch, skip_batches).as_numpy_iterator()
+        epoch, skip_batches = epoch + 1, 0
+
+
 def _epoch_shuffle_seed(seed: int, epoch: int) -> int:
     """A 63-bit tf.data shuffle seed derived from (seed, epoch)."""
     state = np.random.SeedSequence([seed % 2**64, epoch]).generate_state(1, np.uint64)[0]
@@ -456,15 +470,9 @@ class Pipeline:
                 lambda example: preprocess.train_augment(example, epoch),
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
-            ds = ds.batch(local_batch, drop_remainder=True)
-            return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+            return _batched(ds, local_batch)
 
-        def stream(epoch: int, skip_batches: int) -> Iterator[Batch]:
-            while True:
-                yield from epoch_dataset(epoch, skip_batches).as_numpy_iterator()
-                epoch, skip_batches = epoch + 1, 0
-
-        return stream(*divmod(start_step, steps))
+        return _epochs(epoch_dataset, start_step, steps)
 
     def _augment_ordered_batches(
         self, start_step: int, index: int, count: int, local_batch: int
@@ -496,15 +504,9 @@ class Pipeline:
                 }
             )
             ds = ds.map(preprocess.pad_crop_flip, num_parallel_calls=tf.data.AUTOTUNE)
-            ds = ds.batch(local_batch, drop_remainder=True)
-            return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+            return _batched(ds, local_batch)
 
-        def stream(epoch: int, skip_batches: int) -> Iterator[Batch]:
-            while True:
-                yield from epoch_dataset(epoch, skip_batches).as_numpy_iterator()
-                epoch, skip_batches = epoch + 1, 0
-
-        return stream(*divmod(start_step, steps))
+        return _epochs(epoch_dataset, start_step, steps)
 
     def eval_batches(
         self,
