@@ -222,6 +222,7 @@ def main(argv=None) -> None:
     backend = jax.default_backend()
     half = args.half_precision == "on" or (args.half_precision == "auto" and backend != "cpu")
     config.half_precision = half
+    config.half_precision_on_accelerators = config.half_precision  # The row's dtype only.
     info = get_dataset_info(config.dataset)
     size, b = config.image_size, config.batch_size
     n_dev = jax.device_count()

@@ -53,9 +53,9 @@ def step_memory(config, batch: int) -> tuple[dict[str, int], float]:
         "image": jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32, sharding=data),
         "label": jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=data),
     }
-    p_train_step, _ = train.compile_steps(mesh, schedule)
+    train_step_fn, _ = train.jit_steps(mesh, schedule)
     start = time.perf_counter()
-    m = p_train_step.lower(state, batch_shapes).compile().memory_analysis()
+    m = train_step_fn.lower(state, batch_shapes).compile().memory_analysis()
     seconds = time.perf_counter() - start
     memory = {
         "argument": int(m.argument_size_in_bytes),
@@ -93,6 +93,7 @@ def main(argv=None) -> None:
             config = base.copy_and_resolve_references()
             config.model.conv_impl = args.conv_impl
             config.half_precision = dtype == "bfloat16"
+            config.half_precision_on_accelerators = config.half_precision  # The row's dtype only.
             config.remat = remat
             small, t1 = step_memory(config, b1)
             large, t2 = step_memory(config, b2)

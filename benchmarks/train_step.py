@@ -176,6 +176,7 @@ def benchmark(config, args, conv_impl: str) -> list[dict]:
     config = config.copy_and_resolve_references()
     config.model.conv_impl = conv_impl
     config.half_precision = args.half_precision
+    config.half_precision_on_accelerators = config.half_precision  # The row's dtype only.
     mesh = train.create_mesh()
     replicated = NamedSharding(mesh, P())
     data_sharding = NamedSharding(mesh, P("data"))

@@ -382,3 +382,16 @@ def test_input_side_not_multiple_of_32_is_rejected_by_inference_api():
     variables = _abstract_variables(model, (1, 32, 32, 3))
     with pytest.raises(ValueError, match="multiple of 32"):
         predict(model, variables, jnp.zeros((1, 48, 48, 3)))
+
+
+def test_bfloat16_by_default_on_accelerators_only(monkeypatch):
+    from ltpa_jax.models import uses_bfloat16
+
+    config = default.get_config()
+    assert not uses_bfloat16(config)  # The CPU keeps float32.
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert uses_bfloat16(config)
+    config.half_precision_on_accelerators = False
+    assert not uses_bfloat16(config)
+    config.half_precision = True
+    assert uses_bfloat16(config)

@@ -4,6 +4,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -23,11 +24,19 @@ BACKBONES: dict[Backbone, Callable[..., nn.Module]] = {
 }
 
 
+def uses_bfloat16(config: ml_collections.ConfigDict) -> bool:
+    """Whether the network computes in bfloat16: `half_precision` anywhere, or
+    `half_precision_on_accelerators` on a GPU or TPU (parameters stay float32 either way)."""
+    on_accelerator = jax.default_backend() in ("gpu", "tpu")
+    return bool(config.half_precision or (config.half_precision_on_accelerators and on_accelerator))
+
+
 def create_model(config: ml_collections.ConfigDict) -> nn.Module:
     """Builds the network described by `config.model` (see ltpa_jax/configs/default.py).
 
     Args:
-      config: an experiment config (with a `model` section, `half_precision` and `remat`), or a
+      config: an experiment config (with a `model` section, `half_precision`,
+        `half_precision_on_accelerators` and `remat`), or a
         model section alone (then computation is float32, without rematerialisation).
 
     Returns:
@@ -40,7 +49,7 @@ def create_model(config: ml_collections.ConfigDict) -> nn.Module:
     validation.check_model_config(config)
     whole = "model" in config
     m = config.model if whole else config
-    dtype = jnp.bfloat16 if whole and config.half_precision else jnp.float32
+    dtype = jnp.bfloat16 if whole and uses_bfloat16(config) else jnp.float32
     remat = config.remat if whole else "none"
     return BACKBONES[m.backbone](
         m,
