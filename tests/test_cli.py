@@ -203,3 +203,30 @@ def test_a_bucket_workdir_without_google_cloud_storage_names_the_install():
         pass
     result = run_tool("attend", "--workdir=gs://no-such-bucket/run")
     assert_refused(result, "gs://no-such-bucket/run", "google-cloud-storage", "[gcs]")
+
+
+def test_a_run_trained_on_8_devices_is_read_and_fine_tuned_on_1(trained, tmp_path):
+    """Train on a TPU, look at the maps on a laptop: the `trained` run used 8 devices."""
+    one_device = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    maps = run_tool(
+        "attend",
+        f"--workdir={trained}",
+        "--num_images=4",
+        f"--out={tmp_path / 'maps'}",
+        env=one_device,
+    )
+    assert maps.returncode == 0, maps.stderr[-3000:]
+    assert (tmp_path / "maps" / "attention.npz").exists()
+    tuned = run_tool(
+        "main",
+        f"--config={SMOKE}",
+        f"--workdir={tmp_path / 'tuned'}",
+        *DIGITS,
+        f"--config.init_from={trained}",
+        "--config.num_train_steps=2",
+        "--config.eval_every_steps=2",
+        env=one_device,
+    )
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    assert "on 1 cpu device(s)" in tuned.stdout
+    assert f"init_from {trained} (step 4): loaded" in tuned.stdout
