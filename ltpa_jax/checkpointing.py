@@ -87,6 +87,17 @@ def _best_metric(metrics) -> float:
     return float("-inf") if value is None or not np.isfinite(value) else float(value)
 
 
+class _NoMetricsFilter(std_logging.Filter):
+    """Drops Orbax's warning for a save without metrics: by design here, a checkpoint between
+    two evaluations has none (it then only counts among the latest, not the best)."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return "Requested `tracked_metric`; did not provide metrics" not in record.getMessage()
+
+
+std_logging.getLogger("absl").addFilter(_NoMetricsFilter())
+
+
 def create_manager(
     directory: str | os.PathLike, keep: int, every_steps: int, *, keep_best: int = 0
 ) -> ocp.CheckpointManager:
