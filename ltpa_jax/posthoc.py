@@ -1,8 +1,8 @@
 """Post-hoc attention maps of a trained network: Grad-CAM at a named layer, and CAM.
 
 Both are pure functions of ``(model, variables, images)`` in eval mode (batch norm running
-averages), batched and usable under ``jax.jit`` with ``model`` and the keyword arguments
-static::
+averages), batched, and usable under ``jax.jit`` with ``model``, ``layer`` and ``rectify``
+static (``target`` may be traced)::
 
     >>> maps = jax.jit(grad_cam, static_argnums=0, static_argnames="layer")(
     ...     model, variables, images, layer="att2")  # [B, H_l, W_l]

@@ -212,6 +212,16 @@ def test_grad_cam_shapes_on_any_vgg(num_taps, tap_position, layer, side):
     assert (out.shape, out.dtype) == ((2, side, side), jnp.float32)
 
 
+@pytest.mark.parametrize("layer, side", [("stage2_block1", S // 2), ("final_bn", S // 4)])
+def test_grad_cam_shapes_on_the_resnet(layer, side):
+    model = _model(backbone="resnet", depth=11, num_taps=2, tap_position="before")
+    images = jax.ShapeDtypeStruct((2, S, S, 3), jnp.float32)
+    out = jax.eval_shape(
+        lambda v, x: posthoc.grad_cam(model, v, x, layer=layer), _abstract_variables(model), images
+    )
+    assert (out.shape, out.dtype) == ((2, side, side), jnp.float32)
+
+
 def test_unknown_layer_names_the_valid_ones():
     model = _model(num_taps=0)
     images = jax.ShapeDtypeStruct((1, S, S, 3), jnp.float32)
