@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiny_model
 
-from configs import default
-from ltpa_jax import create_model, posthoc
+from ltpa_jax import posthoc
 from ltpa_jax.inference import predict
 from ltpa_jax.models import vgg
 
@@ -22,12 +22,7 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
 def _model(**overrides):
-    config = default.get_config()
-    config.model.width = WIDTH
-    config.model.num_classes = NUM_CLASSES
-    for field, value in overrides.items():
-        config.model[field] = value
-    return create_model(config)
+    return tiny_model(**overrides)  # WIDTH and NUM_CLASSES.
 
 
 def _images(batch: int, seed: int = 0) -> jax.Array:
