@@ -28,7 +28,10 @@ def main(argv: list[str]) -> None:
     config = flags.FLAGS.config
     validation.check_config(config)
     where = data.prepare_dataset(config)
-    print(f"{config.dataset}: ready in {where}")
+    if where:
+        print(f"{config.dataset}: ready in {where}")
+    else:
+        print(f"{config.dataset}: generated on the fly, nothing to prepare.")
 
 
 def run() -> None:
