@@ -170,8 +170,8 @@ class RunDir:
             changes = ", ".join(f"config.{f}: {old.get(f)!r} -> {new.get(f)!r}" for f in differing)
             raise RunDirError(
                 f"--workdir={self} holds a run of another model ({changes}). Start fresh in "
-                "another --workdir, or continue this run with its own config "
-                f"(--config={self.config_file} and only compatible overrides)."
+                "another --workdir, or continue this run with the config it was made with (the "
+                f"values in {self.config_file}), changing only compatible fields."
             )
 
     def record_config(self, config: ml_collections.ConfigDict) -> dict[str, tuple]:
