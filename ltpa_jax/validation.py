@@ -243,6 +243,11 @@ _TRAINING_RANGES = {
     "num_digits_train": _Range(lambda v: v >= 1, "must be at least 1 image", "10000"),
     "num_digits_test": _Range(lambda v: v >= 1, "must be at least 1 image", "2000"),
     "num_epochs": _Range(lambda v: v >= 0, "must be >= 0 epochs", "300"),
+    "passes_per_epoch": _Range(
+        lambda v: v >= 1,
+        "must be at least 1 pass over the training split per epoch (the reference's: 3)",
+        "3",
+    ),
     "learning_rate": _Range(
         lambda v: _finite(v) and v > 0,
         "must be a finite number > 0 (at 0 or below nothing trains; too large a rate diverges)",
@@ -311,6 +316,7 @@ def _check_model(m: ml_collections.ConfigDict) -> None:
     from ltpa_jax.models import Backbone, conv, resnet, spec, vgg  # The models import this.
 
     path = "config.model"
+    _check_choice(f"{path}.preset", m.preset, spec.PRESETS)
     _check_choice(f"{path}.backbone", m.backbone, get_args(Backbone))
     _check_choice(f"{path}.compatibility", m.compatibility, attention.COMPATIBILITIES)
     _check_choice(f"{path}.normalization", m.normalization, attention.NORMALIZATIONS)

@@ -14,6 +14,11 @@ import ml_collections
 def get_model_config() -> ml_collections.ConfigDict:
     """The model section, shared by every config."""
     m = ml_collections.ConfigDict()
+    # The source whose architecture and initialisation the network replicates: "reference"
+    # (SaoYan/LearnToPayAttention, PyTorch: raw g_a, no dropout, Xavier-uniform gain sqrt(2),
+    # BN gamma ~ U(0, 1)) or "official" (saumya-jetley/cd_ICLR18_LearnToPayAttention, Lua:
+    # dropout in the convs and on each descriptor, BN eps 1e-3, He-normal init). See README.
+    m.preset = "reference"
     m.backbone = "vgg"  # "vgg": the paper's VGG; "resnet": pre-activation ResNet (RN-att2).
     m.depth = 164  # resnet only: 9n + 2 layers, n bottlenecks per stage (164 = ResNet-164).
     m.num_classes = 100  # Classifier outputs; must equal the dataset's number of classes.
@@ -67,7 +72,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Optimisation (reference recipe: SGD m 0.9, lr 0.1 halved every 25 epochs, wd 5e-4).
     c.batch_size = 128  # Global batch size, split over all devices.
     c.eval_batch_size = 256  # Global evaluation batch size.
-    c.num_epochs = 300  # Length of training in epochs of the training split.
+    c.num_epochs = 300  # Length of training in epochs (each of passes_per_epoch passes).
+    # Passes over the training split in one schedule "epoch": num_epochs, the lr decays and the
+    # warm-up count these epochs. The reference's 300 "epochs" are 3 augmented passes each.
+    c.passes_per_epoch = 1
     c.num_train_steps = -1  # If > 0, train this many steps instead (for smoke tests and demos).
     c.learning_rate = 0.1  # Initial learning rate.
     c.lr_decay_factor = 0.5  # Multiply the learning rate by this at each decay.
@@ -76,6 +84,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.warmup_epochs = 0.0  # Linear warm-up from 0 over this many epochs.
     c.momentum = 0.9  # SGD momentum.
     c.nesterov = False  # Nesterov momentum.
+    # Zero the SGD momentum buffer at each learning-rate decay (the official ResNet's
+    # train_attenunit_2levels.lua builds a new optimiser state at each drop).
+    c.reset_momentum_at_decay = False
     c.weight_decay = 5e-4  # L2 weight decay added to the gradient (as torch.optim.SGD does).
     c.half_precision = False  # bfloat16 compute everywhere (parameters and optimizer state f32).
     c.half_precision_on_accelerators = True  # bfloat16 compute on GPU/TPU; the CPU keeps f32.

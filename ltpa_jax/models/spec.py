@@ -13,8 +13,10 @@ import ml_collections
 
 from ltpa_jax.attention import Compatibility, Normalization, Projection
 
+Preset = Literal["reference", "official"]
 Head = Literal["concat", "indep"]
 TapPosition = Literal["before", "after"]
+PRESETS: tuple[str, ...] = get_args(Preset)
 HEADS: tuple[str, ...] = get_args(Head)
 TAP_POSITIONS: tuple[str, ...] = get_args(TapPosition)
 
