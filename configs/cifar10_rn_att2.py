@@ -1,7 +1,10 @@
-"""CIFAR-10, RN-att2-concat-pc (pre-activation ResNet-164 with attention at stages 2 and 3),
-official ResNet recipe: see configs/cifar100_rn_att2.py.
+"""CIFAR-10, (RN-att2)-concat-pc: pre-activation ResNet-164 with attention, the official recipe.
 
-    ltpa-train --config=configs/cifar10_rn_att2.py --workdir=/tmp/ltpa/cifar10_rn_att2
+The official ResNet recipe and preset of configs/cifar100_rn_att2.py (whose docstring lists
+the source, the recipe and the deliberate differences) on CIFAR-10, the dataset the official
+`train_attenunit_2levels.lua` reads by default. No published number is claimed.
+
+    ltpa-train --config=configs/cifar10_rn_att2.py --workdir=$HOME/ltpa/cifar10_rn_att2
 """
 
 from ltpa_jax.configs import default, sibling

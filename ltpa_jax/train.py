@@ -77,7 +77,13 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: i
         )
     else:
         epochs = []
-    boundaries = {round(e * steps_per_epoch): config.lr_decay_factor for e in epochs}
+    # One factor per decay epoch (config.lr_decay_factors, e.g. the official CUB run's rise then
+    # fall), or lr_decay_factor at each.
+    factors = list(config.lr_decay_factors) or [config.lr_decay_factor] * len(epochs)
+    boundaries = {}
+    for epoch, factor in zip(epochs, factors, strict=True):
+        step = round(epoch * steps_per_epoch)
+        boundaries[step] = boundaries.get(step, 1.0) * factor
     schedule = optax.piecewise_constant_schedule(config.learning_rate, boundaries)
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
     if warmup_steps <= 0:

@@ -393,6 +393,20 @@ def _check_training(config: ml_collections.ConfigDict) -> None:
                 "--config.lr_decay_at_epochs='(60, 120, 160)', or () to decay every "
                 "config.lr_decay_every_epochs."
             )
+    factors = tuple(config.lr_decay_factors)
+    if factors and (
+        len(factors) != len(config.lr_decay_at_epochs)
+        or not all(
+            isinstance(f, numbers.Real) and not isinstance(f, bool) and 0 < f < math.inf
+            for f in factors
+        )
+    ):
+        raise ConfigError(
+            f"config.lr_decay_factors={factors!r} must hold one finite factor > 0 per entry of "
+            f"config.lr_decay_at_epochs={tuple(config.lr_decay_at_epochs)!r}; e.g. "
+            "--config.lr_decay_factors='(0.2, 0.2, 0.2)', or () to use config.lr_decay_factor "
+            "at each decay."
+        )
     if config.half_precision and jax.default_backend() == "cpu" and config.model.conv_impl == "xla":
         raise ConfigError(
             "config.half_precision=True with config.model.conv_impl='xla' on the CPU: XLA "

@@ -81,6 +81,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.lr_decay_factor = 0.5  # Multiply the learning rate by this at each decay.
     c.lr_decay_every_epochs = 25  # Decay every n epochs (used when lr_decay_at_epochs is empty).
     c.lr_decay_at_epochs = ()  # Decay epochs (may be fractional), e.g. (60, 120, 160); overrides.
+    # One factor per lr_decay_at_epochs entry (e.g. (2, 2, 0.5, ...): the official CUB run raises
+    # the rate, then lowers it); () = lr_decay_factor at each decay.
+    c.lr_decay_factors = ()
     c.warmup_epochs = 0.0  # Linear warm-up from 0 over this many epochs.
     c.momentum = 0.9  # SGD momentum.
     c.nesterov = False  # Nesterov momentum.
