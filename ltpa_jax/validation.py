@@ -325,6 +325,9 @@ def _check_model(m: ml_collections.ConfigDict) -> None:
     _check_choice(f"{path}.tap_position", m.tap_position, spec.TAP_POSITIONS)
     _check_choice(f"{path}.conv_impl", m.conv_impl, conv.CONV_IMPLS)
     _check_ranges(m, _MODEL_RANGES, path)
+    if m.backbone in ("agcnn", "ram"):
+        _check_other_mechanism(m, path)
+        return
     if m.backbone == "vgg":
         if not 0 <= m.num_taps <= len(vgg.TAP_NAMES):
             raise ConfigError(
@@ -353,6 +356,60 @@ def _check_model(m: ml_collections.ConfigDict) -> None:
             f"{path}.batch_norm=False is not possible for {path}.backbone='resnet' (batch norm "
             f"is part of every pre-activation block); use --{path}.batch_norm=True."
         )
+
+
+_AGCNN_RANGES = {
+    "agcnn_threshold": _Range(
+        lambda v: _finite(v) and 0 <= v < 1,
+        "must be in [0, 1) (the heat map is scaled to [0, 1]; the paper's: 0.7)",
+        "0.7",
+    ),
+    "agcnn_crop_size": _Range(
+        lambda v: v >= 0 and v % 4 == 0,
+        "must be 0 (the input's side) or a positive multiple of 4 (the branch pools twice)",
+        "32",
+    ),
+}
+
+_RAM_RANGES = {
+    "ram_num_glimpses": _Range(lambda v: v >= 1, "must be at least 1 glimpse", "6"),
+    "ram_glimpse_size": _Range(lambda v: v >= 1, "must be at least 1 pixel", "8"),
+    "ram_num_scales": _Range(lambda v: 1 <= v <= 8, "must be 1 to 8 patches", "3"),
+    "ram_hidden_size": _Range(lambda v: v >= 2, "must be at least 2 units", "256"),
+    "ram_location_std": _Range(
+        lambda v: _finite(v) and v > 0,
+        "must be a finite number > 0 (in [-1, 1] image units)",
+        "0.1",
+    ),
+}
+
+
+def _check_preset(m: ml_collections.ConfigDict, path: str) -> None:
+    """The official preset builds only what the official code has: a VGG or a ResNet, with BN."""
+    if m.preset != "official":
+        return
+    if m.backbone not in ("vgg", "resnet"):
+        raise ConfigError(
+            f"{path}.preset='official' does not exist for {path}.backbone={m.backbone!r} (the "
+            f"official code has the VGG and the ResNet only); use --{path}.preset=reference."
+        )
+    if not m.batch_norm:
+        raise ConfigError(
+            f"{path}.batch_norm=False is not possible with {path}.preset='official' (every "
+            f"official network has batch norm); use --{path}.batch_norm=True or "
+            f"--{path}.preset=reference."
+        )
+
+
+def _check_other_mechanism(m: ml_collections.ConfigDict, path: str) -> None:
+    """AG-CNN and RAM: their own fields; the VGG/ResNet blocks they do not have are off."""
+    _check_ranges(m, _AGCNN_RANGES if m.backbone == "agcnn" else _RAM_RANGES, path)
+    for field in ("squeeze_excitation", "self_attention_kernel"):
+        if m.get(field):
+            raise ConfigError(
+                f"{path}.{field}={m[field]} is not possible for {path}.backbone="
+                f"{m.backbone!r} (a block of the VGG and the ResNet only); use --{path}.{field}=0."
+            )
 
 
 # --------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ _WRONG_COLOR = "#d62728"
 _RIGHT_COLOR = "black"
 _FLAT_COLOR = "#ffd54f"
 _BOX_COLOR = "#00e676"
+_PATH_COLOR = "#ffeb3b"
 _TITLE_CHARS = 30
 """Image titles longer than this (about a cell's width at fontsize 7) wrap onto two lines."""
 
@@ -183,6 +184,8 @@ def attention_grid(
     *,
     max_images: int = 16,
     boxes: np.ndarray | None = None,
+    paths: np.ndarray | None = None,
+    path_patch: float = 0,
 ) -> Figure:
     """Draws images and their attention overlays, one row per image.
 
@@ -202,6 +205,10 @@ def attention_grid(
         max_images: at most this many rows (the first ``max_images`` images).
         boxes: optional ground-truth boxes float ``[B, 4]`` (ymin, xmin, ymax, xmax in pixels),
             outlined on the image and on every overlay.
+        paths: optional glimpse paths float ``[B, T, 2]`` ((y, x) pixel coordinates of each
+            glimpse, e.g. `RAM.glimpse_locations`), drawn on the image as numbered points
+            joined by a line (`draw_path`).
+        path_patch: side in pixels of a square drawn around each point of a path (0: none).
 
     Returns:
         A matplotlib ``Figure`` on an Agg canvas (no pyplot state involved).
@@ -223,6 +230,13 @@ def attention_grid(
                 f"boxes must be [B, 4] = [{images.shape[0]}, 4] (ymin, xmin, ymax, xmax), got "
                 f"shape {list(boxes.shape)}."
             )
+    if paths is not None:
+        paths = np.asarray(paths, np.float32)
+        if paths.ndim != 3 or paths.shape[0] != images.shape[0] or paths.shape[2] != 2:
+            raise ValueError(
+                f"paths must be [B, T, 2] = [{images.shape[0]}, T, 2] ((y, x) pixels of each "
+                f"glimpse), got shape {list(paths.shape)}."
+            )
     names = list(maps)
     ncols = 1 + len(names)
     height, width = images.shape[1:3]
@@ -241,6 +255,8 @@ def attention_grid(
         wrong = labels is not None and labels[i] != predictions[i]
         color = _WRONG_COLOR if wrong else _RIGHT_COLOR
         ax.set_title(_image_title(true_name, pred_name), fontsize=7, color=color)
+        if paths is not None:
+            draw_path(ax, paths[i], path_patch)
         for j, name in enumerate(names, start=1):
             raw = maps[name][i]
             ax = axes[i, j]
@@ -264,6 +280,42 @@ def attention_grid(
     for ax in axes.flat:
         ax.set_axis_off()
     return fig
+
+
+def draw_path(ax, path: np.ndarray, patch: float = 0) -> None:
+    """Draws a glimpse path on an image axis: a line through the points, numbered 1..T.
+
+    Args:
+        ax: a matplotlib axis showing the image.
+        path: float ``[T, 2]``, (y, x) pixel coordinates of each glimpse, in order.
+        patch: side in pixels of a square drawn around each point (0: none), e.g. the
+            foveal patch of a recurrent attention model.
+    """
+    path = np.asarray(path, np.float32) - 0.5  # Pixel coordinates -> imshow's axis units.
+    ax.plot(path[:, 1], path[:, 0], "-", color=_PATH_COLOR, linewidth=1.0, alpha=0.8)
+    for t, (y, x) in enumerate(path, start=1):
+        if patch > 0:
+            ax.add_patch(
+                Rectangle(
+                    (x - patch / 2, y - patch / 2),
+                    patch,
+                    patch,
+                    fill=False,
+                    edgecolor=_PATH_COLOR,
+                    linewidth=0.6,
+                    alpha=0.8,
+                )
+            )
+        ax.text(
+            x,
+            y,
+            str(t),
+            fontsize=5,
+            color="black",
+            ha="center",
+            va="center",
+            bbox={"boxstyle": "circle,pad=0.15", "facecolor": _PATH_COLOR, "linewidth": 0},
+        )
 
 
 def _outline(ax, box: np.ndarray) -> None:
@@ -291,6 +343,8 @@ def save_attention_grid(
     *,
     max_images: int = 16,
     boxes: np.ndarray | None = None,
+    paths: np.ndarray | None = None,
+    path_patch: float = 0,
 ) -> str:
     """Writes :func:`attention_grid` as a PNG, creating the parent directory.
 
@@ -303,6 +357,8 @@ def save_attention_grid(
         class_names: optional names indexed by class.
         max_images: at most this many rows.
         boxes: optional ground-truth boxes ``[B, 4]`` to outline.
+        paths, path_patch: optional glimpse paths ``[B, T, 2]`` to draw, as
+            :func:`attention_grid`.
 
     Returns:
         The path written, as a string.
@@ -311,7 +367,15 @@ def save_attention_grid(
         ValueError: as :func:`attention_grid`.
     """
     fig = attention_grid(
-        images, maps, labels, predictions, class_names, max_images=max_images, boxes=boxes
+        images,
+        maps,
+        labels,
+        predictions,
+        class_names,
+        max_images=max_images,
+        boxes=boxes,
+        paths=paths,
+        path_patch=path_patch,
     )
     buffer = io.BytesIO()
     try:

@@ -19,7 +19,9 @@ def get_model_config() -> ml_collections.ConfigDict:
     # BN gamma ~ U(0, 1)) or "official" (saumya-jetley/cd_ICLR18_LearnToPayAttention, Lua:
     # dropout in the convs and on each descriptor, BN eps 1e-3, He-normal init). See README.
     m.preset = "reference"
-    m.backbone = "vgg"  # "vgg": the paper's VGG; "resnet": pre-activation ResNet (RN-att2).
+    # "vgg": the paper's VGG; "resnet": pre-activation ResNet (RN-att2); "agcnn": AG-CNN hard
+    # attention by cropping; "ram": the recurrent attention model (their fields below).
+    m.backbone = "vgg"
     m.depth = 164  # resnet only: 9n + 2 layers, n bottlenecks per stage (164 = ResNet-164).
     m.num_classes = 100  # Classifier outputs; must equal the dataset's number of classes.
     m.width = 1.0  # Channel multiplier (1.0 = the paper's widths); < 1 for fast tests and demos.
@@ -36,6 +38,15 @@ def get_model_config() -> ml_collections.ConfigDict:
     m.batch_norm = True  # Batch norm after every conv (the paper's networks use it).
     # "xla", "matmul" (im2col), "winograd" (fastest on CPU), "auto" (winograd on CPU only).
     m.conv_impl = "auto"
+    # AG-CNN, backbone "agcnn" (ltpa_jax/models/agcnn.py): global branch, crop, local branch.
+    m.agcnn_threshold = 0.7  # Heat-map threshold in [0, 1) of the crop mask (the paper: 0.7).
+    m.agcnn_crop_size = 0  # Side of the resized crop (a multiple of 4); 0 = the input's side.
+    # RAM, backbone "ram" (ltpa_jax/models/ram.py): the recurrent attention model.
+    m.ram_num_glimpses = 6  # Glimpses per image (the first at the centre).
+    m.ram_glimpse_size = 8  # Side of the foveal patch and of each pooled patch, in pixels.
+    m.ram_num_scales = 3  # Patches of the retina: sides glimpse_size x 1, 2, 4, ...
+    m.ram_hidden_size = 256  # Width of the core LSTM (and of the glimpse embedding).
+    m.ram_location_std = 0.1  # Std of the Gaussian location policy, in [-1, 1] image units.
     return m
 
 

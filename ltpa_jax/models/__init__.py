@@ -9,18 +9,38 @@ import jax.numpy as jnp
 import ml_collections
 
 from ltpa_jax import validation
+from ltpa_jax.models.agcnn import AGCNN
 from ltpa_jax.models.heads import AttentionHead
+from ltpa_jax.models.ram import RAM
 from ltpa_jax.models.resnet import PreActResNetAtt
 from ltpa_jax.models.spec import AttentionSpec
 from ltpa_jax.models.vgg import VGGAtt
 
-Backbone = Literal["vgg", "resnet"]
+Backbone = Literal["vgg", "resnet", "agcnn", "ram"]
 
 
 # Each backbone from its own fields of the model section and the fields all backbones share.
 BACKBONES: dict[Backbone, Callable[..., nn.Module]] = {
     "vgg": lambda m, **shared: VGGAtt(batch_norm=m.batch_norm, **shared),
     "resnet": lambda m, **shared: PreActResNetAtt(depth=m.depth, **shared),
+    # Other attention mechanisms (issue 17); they read no attention, remat or preset field.
+    "agcnn": lambda m, **shared: AGCNN(
+        num_classes=shared["num_classes"],
+        width=shared["width"],
+        threshold=m.agcnn_threshold,
+        crop_size=m.agcnn_crop_size,
+        conv_impl=shared["conv_impl"],
+        dtype=shared["dtype"],
+    ),
+    "ram": lambda m, **shared: RAM(
+        num_classes=shared["num_classes"],
+        num_glimpses=m.ram_num_glimpses,
+        glimpse_size=m.ram_glimpse_size,
+        num_scales=m.ram_num_scales,
+        hidden_size=m.ram_hidden_size,
+        location_std=m.ram_location_std,
+        dtype=shared["dtype"],
+    ),
 }
 
 
@@ -63,6 +83,8 @@ def create_model(config: ml_collections.ConfigDict) -> nn.Module:
 
 
 __all__ = [
+    "AGCNN",
+    "RAM",
     "AttentionHead",
     "AttentionSpec",
     "BACKBONES",

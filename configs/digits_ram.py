@@ -1,0 +1,41 @@
+"""RAM (the recurrent attention model) on cluttered digits, with the demo's data and budget.
+
+    ltpa-train --config=configs/digits_ram.py --workdir=/tmp/ltpa/digits_ram
+
+32x32 canvases with one 10-14 px digit among fragments of other digits (as configs/demo.py).
+Six glimpses of a 3-scale retina (6, 12 and 24 px patches, each pooled to 6x6), an LSTM core
+of 256 units, a Gaussian location policy trained by REINFORCE with a learned baseline, plus
+the classifier's cross-entropy (ltpa_jax/models/ram.py). One epoch of 18,000 images. The
+attention pictures show each glimpse's location and the path (numbered points).
+"""
+
+from ltpa_jax.configs import default
+
+
+def get_config():
+    """Returns the config: RAM, 6 glimpses of a 6-12-24 px retina, on 32x32 cluttered digits."""
+    c = default.get_config()
+    c.dataset = "cluttered_digits"
+    c.image_size = 32
+    c.model.backbone = "ram"
+    c.model.num_classes = 10
+    c.model.ram_num_glimpses = 6
+    c.model.ram_glimpse_size = 6
+    c.model.ram_num_scales = 3
+    c.model.ram_hidden_size = 256
+    c.model.ram_location_std = 0.1  # 1.6 px on a 32 px canvas.
+    c.num_digits_train = 18_000
+    c.num_digits_test = 1_000
+    c.shuffle_buffer = 18_000
+    c.batch_size = 64
+    c.eval_batch_size = 200
+    c.num_epochs = 1
+    c.learning_rate = 0.1
+    c.warmup_epochs = 0.05
+    c.lr_decay_at_epochs = (0.7,)
+    c.lr_decay_factor = 0.2
+    c.log_every_steps = 10
+    c.eval_every_steps = 100
+    c.checkpoint_every_steps = 50
+    c.num_picture_images = 8
+    return c
