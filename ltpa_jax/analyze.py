@@ -5,12 +5,15 @@ Commands (one per call; every flag below is shared by the three, see --help):
     ltpa-analyze localization --workdir=/tmp/ltpa/demo
     ltpa-analyze robustness --workdir=/tmp/ltpa/demo --compare=/tmp/ltpa/demo_vgg
     ltpa-analyze probe --workdir=/tmp/ltpa/demo --probe_dataset=svhn_cropped
+    ltpa-analyze table --runs=$HOME/ltpa
 
 * `localization`: per tap and for the combined map, the pointing game, the attention mass in
   the ground-truth box and the Jaccard index of the thresholded map (`ltpa_jax.localization`),
   on datasets with boxes (cluttered_digits; caltech_birds2011, whose Jaccard is against its
   segmentation masks), plus the attention statistics of every tap (any dataset) and a picture
   with boxes.
+* `table`: the paper's result tables (`ltpa_jax.paper`) as Markdown, each row's published
+  numbers beside the top-1 error of `--runs/<config name>` (missing and unfinished runs say so).
 * `robustness`: top-1 accuracy against the FGSM or PGD epsilon (`robustness`) for this run and
   the `--compare` runs, as a table, a CSV and one plot.
 * `probe`: the run's descriptors of `--probe_dataset` (train and test) saved as .npz, and a
@@ -34,11 +37,11 @@ import numpy as np
 from absl import app, flags
 from etils import epath
 
-from ltpa_jax import cli, data, features, paths, robustness, rundir, visualize
+from ltpa_jax import cli, data, features, paper, paths, robustness, rundir, visualize
 from ltpa_jax.inference import forward_jit, upsample_maps
 from ltpa_jax.localization import attention_statistics_sums, finalize, localization_sums
 
-COMMANDS = ("localization", "robustness", "probe")
+COMMANDS = ("localization", "robustness", "probe", "table")
 
 _THRESHOLD = flags.DEFINE_string(
     "threshold", "otsu", "localization: segmentation threshold, 'otsu' or a value in [0, 1]."
@@ -56,6 +59,10 @@ _PROBE_DATASET = flags.DEFINE_string(
 )
 _PROBE_TRAIN = flags.DEFINE_integer(
     "probe_train_images", 5000, "probe: training images of the probe dataset (<= 0: all)."
+)
+
+_RUNS = flags.DEFINE_string(
+    "runs", None, "table: folder holding one workdir per config name (<runs>/<config name>/)."
 )
 
 
@@ -383,6 +390,16 @@ def main(argv: list[str]) -> None:
             f"Give one command: ltpa-analyze {{{','.join(COMMANDS)}}} --workdir=... "
             "(ltpa-analyze --help lists them and their flags)."
         )
+    if argv[1] == "table":
+        if not _RUNS.value:
+            raise ValueError(
+                "ltpa-analyze table needs --runs=<folder>, the folder holding one workdir per "
+                "config name (ltpa-train --config=configs/<name>.py --workdir=<folder>/<name>)."
+            )
+        print(paper.table(_RUNS.value), end="")
+        return
+    if not cli.WORKDIR.value:
+        raise ValueError(f"ltpa-analyze {argv[1]} needs --workdir=<the workdir of a training run>.")
     shared = dict(
         split=cli.SPLIT.value,
         num_images=cli.NUM_IMAGES.value,
@@ -420,7 +437,9 @@ def run() -> None:
     cli.run(
         main,
         doc=__doc__,
+        required=(),  # --workdir for localization, robustness, probe; --runs for table.
         key_flags=(
+            "runs",
             "workdir",
             "step",
             "split",
