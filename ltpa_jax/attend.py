@@ -3,10 +3,13 @@
     ltpa-attend --workdir=/tmp/ltpa/demo --num_images=64       # the first 64 test images
     ltpa-attend --workdir=/tmp/ltpa/demo --images=~/photos     # every image file in a folder
     ltpa-attend --workdir=... --step=900 --split=train         # the whole training split
+    ltpa-attend --workdir=/tmp/ltpa/demo --method=gradcam      # Grad-CAM maps instead
 
 Reads the run's config.json and its latest intact (or `--step`) Orbax checkpoint, runs the
-images through the model (`inference.forward_jit`) and writes to `--out` (default
-`<workdir>/attention/<split or folder name>_step<N>/`):
+images through the model (`inference.predict_with_attention_jit`: the learned maps, or with
+`--method=gradcam` (`--layers`) or `--method=cam` the post-hoc ones) and writes to `--out`
+(default `<workdir>/attention/<split or folder name>_step<N>/`, `..._<method>_step<N>/` for a
+post-hoc method):
 
 * `grid_000.png`, `grid_001.png`, ...: each image beside its overlays, 16 images per grid;
 * `attention.npz`: `names` [N], `labels` [N] (-1 for image files), `predictions` [N],
@@ -28,7 +31,7 @@ from absl import app, flags
 from etils import epath
 
 from ltpa_jax import cli, data, paths, rundir, visualize
-from ltpa_jax.inference import forward_jit, upsample_maps
+from ltpa_jax.inference import predict_with_attention_jit, upsample_maps
 
 _IMAGES = flags.DEFINE_string("images", None, "Folder of image files to read instead of a split.")
 
@@ -81,7 +84,15 @@ def split_batches(
         yield out
 
 
-def extract(model, variables, batches, total: int | None) -> dict[str, np.ndarray]:
+def extract(
+    model,
+    variables,
+    batches,
+    total: int | None,
+    *,
+    method: str = "learned",
+    layers: tuple[str, ...] | None = None,
+) -> dict[str, np.ndarray]:
     """Runs every batch through the model; returns the concatenated arrays of attention.npz.
 
     Args:
@@ -89,13 +100,16 @@ def extract(model, variables, batches, total: int | None) -> dict[str, np.ndarra
       batches: dicts with "image" [b, S, S, 3] normalised, "name" [b], optional "label" [b]
         and "box" [b, 4].
       total: images expected (for the progress lines), or None when unknown.
+      method, layers: the maps, as for `inference.attention_maps`.
     """
     parts: dict[str, list[np.ndarray]] = {}
     done = 0
+    layers = None if layers is None else tuple(layers)
     for batch in batches:
         images = jax.numpy.asarray(batch["image"])
-        out = forward_jit(model, variables, images)
-        logits, raw = out["logits"], out["maps"]
+        logits, raw = predict_with_attention_jit(
+            model, variables, images, upsample=False, method=method, layers=layers
+        )
         maps = upsample_maps(raw, images.shape[1])
         probabilities = jax.nn.softmax(logits.astype(np.float32), axis=-1)
         rows = {
@@ -153,6 +167,8 @@ def attend(
     num_images: int = -1,
     batch_size: int = 100,
     out: str | None = None,
+    method: str = "learned",
+    layers: tuple[str, ...] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Attention maps of a trained run for a split or a folder of image files, written to disk.
 
@@ -163,7 +179,10 @@ def attend(
       images: a folder of image files to read instead of a split.
       num_images: images of the split to use (<= 0: all); a folder is read whole.
       batch_size: images per forward pass.
-      out: output folder (default `<workdir>/attention/<split or folder>_step<N>/`).
+      out: output folder (default `<workdir>/attention/<split or folder>_step<N>/`, with
+        `_<method>` after the split or folder for a post-hoc method).
+      method: "learned", "gradcam" or "cam" (`inference.attention_maps`).
+      layers: Grad-CAM's layers (None: `posthoc.default_layers`).
 
     Returns:
       (paths written, files that could not be decoded).
@@ -182,9 +201,11 @@ def attend(
     else:
         source, total = split, num_images if num_images > 0 else pipeline.split_size(split)
         batches = split_batches(pipeline, split, num_images, batch_size)
+    if method != "learned":
+        source = f"{source}_{method}"
     out = out or os.fspath(run.rundir.attention_dir(source, run.step))
     print(f"{workdir}: checkpoint at step {run.step}; writing to {out}", flush=True)
-    arrays = extract(run.model, run.variables, batches, total)
+    arrays = extract(run.model, run.variables, batches, total, method=method, layers=layers)
     if not arrays:
         raise ValueError(f"no image could be read ({len(errors)} failed).")
     written = write_outputs(out, arrays, pipeline)
@@ -203,6 +224,8 @@ def main(argv: list[str]) -> None:
         num_images=cli.NUM_IMAGES.value,
         batch_size=cli.BATCH_SIZE.value,
         out=cli.OUT.value,
+        method=cli.METHOD.value,
+        layers=cli.LAYERS.value,
     )
     if errors:
         print(f"{len(errors)} file(s) could not be read; see 'skipped:' above.", file=sys.stderr)
@@ -214,7 +237,17 @@ def run() -> None:
     cli.run(
         main,
         doc=__doc__,
-        key_flags=("workdir", "step", "split", "images", "num_images", "batch_size", "out"),
+        key_flags=(
+            "workdir",
+            "step",
+            "split",
+            "images",
+            "num_images",
+            "batch_size",
+            "out",
+            "method",
+            "layers",
+        ),
     )
 
 

@@ -35,6 +35,20 @@ SPLIT = flags.DEFINE_enum("split", "test", ["test", "train"], "Dataset split to 
 NUM_IMAGES = flags.DEFINE_integer("num_images", -1, "Images of the split to use (<= 0: all).")
 BATCH_SIZE = flags.DEFINE_integer("batch_size", 100, "Images per forward pass.", lower_bound=1)
 OUT = flags.DEFINE_string("out", None, "Output folder (default: inside the workdir).")
+# The maps ltpa-attend draws and ltpa-analyze localization scores (inference.METHODS).
+METHOD = flags.DEFINE_enum(
+    "method",
+    "learned",
+    ["learned", "gradcam", "cam"],
+    "Attention maps: 'learned' (what the model attends to), 'gradcam' (Grad-CAM at --layers) "
+    "or 'cam' (class activation map, plain ResNet).",
+)
+LAYERS = flags.DEFINE_list(
+    "layers",
+    None,
+    "--method=gradcam: the layers (tap names or module paths; default: the VGG's att1-att3, "
+    "the ResNet's stage-2 and stage-3 outputs).",
+)
 
 # The errors that are the user's: a bad value, a missing/damaged/unwritable file, divergence,
 # a package the run needs and the environment lacks (the message names the install).

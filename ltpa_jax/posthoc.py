@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from ltpa_jax.inference import _model_variables, check_images
-from ltpa_jax.models import vgg
+from ltpa_jax.models import resnet, vgg
 from ltpa_jax.models.resnet import PreActResNetAtt
 from ltpa_jax.models.vgg import VGGAtt
 
@@ -49,6 +49,37 @@ def _vgg_tap_blocks() -> dict[str, str]:
 
 VGG_TAP_BLOCKS = _vgg_tap_blocks()
 """{"att1": "conv7", "att2": "conv10", "att3": "conv13"}."""
+
+
+def tap_block(model: VGGAtt, tap: str) -> str:
+    """The module whose output is a VGG tap's local feature ("before"): conv7, conv10, conv13,
+    or in their place self_attention13 (stage 5 with self-attention), or the "<layer>_se" block
+    that follows each layer with squeeze-and-excitation."""
+    block = VGG_TAP_BLOCKS[tap]
+    if model.self_attention_kernel and tap == vgg.STAGES[-1][1]:
+        block = block.replace("conv", "self_attention")
+    return f"{block}_se" if model.squeeze_excitation else block
+
+
+def default_layers(model: nn.Module) -> tuple[str, ...]:
+    """The layers `inference.attention_maps(method="gradcam")` explains when none are given.
+
+    The VGG's three tap layers ("att1", "att2", "att3", whether or not the network attends
+    there: the same places as the learned maps); the ResNet's stage-2 and stage-3 outputs
+    (the last block of each, the places of its two taps).
+
+    Raises:
+      ValueError: another model (name its layers, see `layer_names`).
+    """
+    if isinstance(model, VGGAtt):
+        return tuple(VGG_TAP_BLOCKS)
+    if isinstance(model, PreActResNetAtt):
+        n = resnet.blocks_per_stage(model.depth)
+        return (f"stage2_block{n}", f"stage3_block{n}")
+    raise ValueError(
+        f"Grad-CAM has no default layers for {type(model).__name__}: name them (layers=..., "
+        "--layers=...); posthoc.layer_names(model, variables, images) lists them."
+    )
 
 
 def _without_remat(model: nn.Module) -> nn.Module:
@@ -141,7 +172,7 @@ def _resolve(
     """(module path to intercept, pooling of its output or None) for a layer name."""
     if isinstance(model, VGGAtt) and layer in VGG_TAP_BLOCKS:
         pooled = model.attention.tap_position == "after"
-        return VGG_TAP_BLOCKS[layer], vgg.max_pool if pooled else None
+        return tap_block(model, layer), vgg.max_pool if pooled else None
     if layer in module_layers(model, variables, images):
         return layer, None
     valid = ", ".join(layer_names(model, variables, images))
