@@ -410,6 +410,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         config.keep_checkpoints,
         config.checkpoint_every_steps,
         keep_best=config.keep_best_checkpoints,
+        async_saves=config.async_checkpoints,
     )
     state, start_step = _initial_state(config, model, schedule, manager, replicated, pretrained)
     param_count = sum(x.size for x in jax.tree.leaves(state.params))

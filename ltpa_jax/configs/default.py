@@ -116,6 +116,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 2_000  # Save a checkpoint every n steps (and at the end).
     c.keep_checkpoints = 3  # Keep the last n checkpoints.
     c.keep_best_checkpoints = 1  # Also keep the n with the best eval accuracy (0: none).
+    # Write checkpoints in the background while training goes on (False: each save blocks).
+    c.async_checkpoints = True
     c.num_picture_images = 16  # Test images in the attention picture of each evaluation (0: none).
     c.init_from = ""  # Workdir or checkpoint dir of another run to initialise parameters from.
     return c
