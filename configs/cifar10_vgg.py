@@ -12,12 +12,10 @@ Deliberate differences: those of every official VGG config (listed in
 cifar100_vgg_att3_concat_pc_official.py): mean/std normalisation, not the official data (its
 test scripts read `cifar10_prov.t7`, YUV with local contrast normalisation, or the whitened
 copy); halvings exactly at epoch boundaries; no learningRateDecay; seed; bfloat16 on accelerators.
-The network itself differs: the official baseline is szagoruyko's cifar.torch VGG
-(`vgg_bn_drop.lua`: 13 convolutions with all five 2x2 max-pools, then Dropout-Linear(512,
-512)-BN-ReLU-Dropout-Linear), while `num_taps=0` here is the paper's attention network without
-its attention (the first two pools removed, two more convolutions, g from a 1x1 layer) under
-the official preset, so that the baseline and the attention models share every layer but the
-attention.
+The network: the official preset with `num_taps=0` builds the official baseline itself,
+szagoruyko's cifar.torch VGG (`vgg_bn_drop.lua`: 13 convolutions with a max-pool after every
+stage, then Dropout-Linear(512, 512)-BN-ReLU-Dropout-Linear; ltpa_jax/models/vgg.py), not the
+attention models' backbone without attention.
 """
 
 from ltpa_jax.configs import default, sibling

@@ -21,11 +21,12 @@ but the 200-class classifier loads).
 
 Deliberate differences from the official run:
 * **input size**: the official CUB images are 80x80 (`cubs-200.t7`; `vgg_bn_drop.lua`'s
-  "sjmod(80x80)"; the 2-level model pools conv7 by 5 to reach its 16x16 L2), and the 3-level
-  model brings conv7's output to the 32x32 of CIFAR (its 2.5x pooling then 2x nearest
-  upsampling), so that its taps are 32x32/16x16/8x8. Our VGG has no such layer: we resize the
-  images to 32x32 (`image_size = 32`), which gives the same tap resolutions and parameter
-  shapes, but conv1-conv7 see 32x32 images instead of 80x80;
+  "sjmod(80x80)"; the 2-level model max-pools conv7 by 5 to give its 16x16 L2), and the
+  3-level model's attention modules expect the CIFAR tap sizes 32x32/16x16/8x8 (its
+  `1.1_vgg_local.lua` follows conv7 with `MaxPooling(2.5, 2.5, 2.5, 2.5)` and a 2x nearest
+  upsampling to get there). Our VGG has no such layer: we resize the images to 32x32
+  (`image_size = 32`), which gives the same tap sizes and parameter shapes, but conv1-conv7
+  see 32x32 images instead of 80x80;
 * augmentation: resize to 37x37, random 32x32 crop and flip (this project's CUB pipeline);
   the official loop only flips. ImageNet mean/std normalisation (the official preprocessing
   of `cubs-200.t7` is not published);

@@ -8,10 +8,10 @@ cub_vgg_att3_concat_pc_official.py).
 
     ltpa-train --config=configs/cub_vgg_official.py --workdir=$HOME/ltpa/cub_vgg_official
 
-Deliberate differences: those of cub_vgg_att3_concat_pc_official.py, and the network: the
-official CUB baseline is szagoruyko's VGG with all five 2x2 max-pools on 80x80 images (and a
-3x3 pool to 1x1), while this config is the paper's VGG of the CIFAR models (the first two
-pools removed) on 32x32 images, with the official preset's classifier on g.
+Deliberate differences: those of cub_vgg_att3_concat_pc_official.py. The network is the
+official preset's plain VGG (`vgg_bn_drop.lua` in its CIFAR form: a max-pool after each of the
+five stages, 32 -> 1); the CUB file is the same network for 80x80 inputs (its fifth pool moved
+before conv13, which runs at 3x3, then a 3x3 pool), on images 2.5 times larger.
 """
 
 from ltpa_jax.configs import default, sibling
