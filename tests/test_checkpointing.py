@@ -52,11 +52,16 @@ def _ocdbt_data_files(step_dir):
 # -- saves in quick succession ------------------------------------------------------------------
 
 
-def test_saves_in_quick_succession_all_read_back(tmp_path):
+@pytest.mark.parametrize("async_saves", [True, False], ids=["async", "blocking"])
+def test_saves_in_quick_succession_all_read_back(tmp_path, async_saves):
     directory = tmp_path / "checkpoints"
-    manager = checkpointing.create_manager(directory, keep=4, every_steps=1)
+    manager = checkpointing.create_manager(
+        directory, keep=4, every_steps=1, async_saves=async_saves
+    )
     for step in range(1, 25):  # Back to back, every step, as the race once needed.
         assert checkpointing.save(manager, step, _state(step))
+        if not async_saves:  # A blocking save has committed its step when it returns.
+            assert checkpointing.list_steps(directory)[-1] == step
     manager.wait_until_finished()
     manager.close()
     assert checkpointing.list_steps(directory) == [21, 22, 23, 24]
