@@ -2,8 +2,11 @@
 
 Localization scores take attention maps upsampled to the input resolution, ``[B, S, S]``, and
 boxes ``[B, 4]`` as ``(ymin, xmin, ymax, xmax)`` in input pixels with the max exclusive; a pixel
-``(y, x)`` belongs to a box when its centre ``(y + 0.5, x + 0.5)`` does. Attention statistics
-take the maps of one tap at the tap's own resolution, ``[B, H, W]``.
+``(y, x)`` belongs to a box when its centre ``(y + 0.5, x + 0.5)`` does. Datasets with
+foreground masks and no boxes (an image folder with masks, such as Object Discovery) score the
+pointing game and the mass inside the mask (`pointing_game_in_mask`,
+`attention_mass_in_mask`). Attention statistics take the maps of one tap at the tap's own
+resolution, ``[B, H, W]``.
 
 Everything here is a pure function of arrays, usable under ``jax.jit`` (string and float
 thresholds static). For evaluation over many (padded) batches, accumulate the ``*_sums``
@@ -99,6 +102,50 @@ def box_mask(boxes: jax.Array, size: int) -> jax.Array:
     return rows[:, :, None] & cols[:, None, :]
 
 
+def _region(target: jax.Array) -> jax.Array:
+    """A bool region [B, H, W] from a bool mask or a float one in [0, 1] (> 0.5)."""
+    target = jnp.asarray(target)
+    return target if target.dtype == jnp.bool_ else target > 0.5
+
+
+def pointing_game_in_mask(maps: jax.Array, region: jax.Array) -> jax.Array:
+    """Whether each map's arg-max falls inside its region (e.g. a segmentation mask).
+
+    Args:
+      maps: [B, S, S], upsampled to the input resolution.
+      region: [B, S, S] bool, or float in [0, 1] (binarised at > 0.5).
+
+    Returns:
+      [B] bool: True when the arg-max pixel (the first one on ties) is in the region.
+    """
+    _check_maps(maps)
+    b, s, _ = maps.shape
+    _check_rows(region, "region", b, (s, s))
+    index = jnp.argmax(jnp.reshape(maps, (b, s * s)), axis=-1)
+    inside = jnp.reshape(_region(region), (b, s * s))
+    return jnp.take_along_axis(inside, index[:, None], axis=-1)[:, 0]
+
+
+def attention_mass_in_mask(maps: jax.Array, region: jax.Array) -> jax.Array:
+    """Fraction of each map's mass inside its region, negatives clipped to 0.
+
+    Args:
+      maps: [B, S, S], upsampled to the input resolution.
+      region: [B, S, S] bool, or float in [0, 1] (binarised at > 0.5).
+
+    Returns:
+      [B] float32 in [0, 1]: the region's area fraction for a uniform map, 1 for a map
+      concentrated in the region, 0 for a map of all zeros.
+    """
+    _check_maps(maps)
+    b, s, _ = maps.shape
+    _check_rows(region, "region", b, (s, s))
+    mass = jnp.clip(jnp.asarray(maps, jnp.float32), 0.0)
+    total = jnp.sum(mass, axis=(1, 2))
+    inside = jnp.sum(jnp.where(_region(region), mass, 0.0), axis=(1, 2))
+    return jnp.where(total > 0, inside / jnp.where(total > 0, total, 1.0), 0.0)
+
+
 def pointing_game(maps: jax.Array, boxes: jax.Array) -> jax.Array:
     """Whether each map's arg-max falls inside its box (pointing game hit).
 
@@ -112,9 +159,7 @@ def pointing_game(maps: jax.Array, boxes: jax.Array) -> jax.Array:
     _check_maps(maps)
     b, s, _ = maps.shape
     _check_rows(boxes, "boxes", b, (4,))
-    index = jnp.argmax(jnp.reshape(maps, (b, s * s)), axis=-1)
-    inside = jnp.reshape(box_mask(boxes, s), (b, s * s))
-    return jnp.take_along_axis(inside, index[:, None], axis=-1)[:, 0]
+    return pointing_game_in_mask(maps, box_mask(boxes, s))
 
 
 def attention_mass_in_box(maps: jax.Array, boxes: jax.Array) -> jax.Array:
@@ -131,10 +176,7 @@ def attention_mass_in_box(maps: jax.Array, boxes: jax.Array) -> jax.Array:
     _check_maps(maps)
     b, s, _ = maps.shape
     _check_rows(boxes, "boxes", b, (4,))
-    mass = jnp.clip(jnp.asarray(maps, jnp.float32), 0.0)
-    total = jnp.sum(mass, axis=(1, 2))
-    inside = jnp.sum(jnp.where(box_mask(boxes, s), mass, 0.0), axis=(1, 2))
-    return jnp.where(total > 0, inside / jnp.where(total > 0, total, 1.0), 0.0)
+    return attention_mass_in_mask(maps, box_mask(boxes, s))
 
 
 def combine_maps(maps: Mapping[str, jax.Array]) -> jax.Array:
@@ -347,19 +389,19 @@ def attention_statistics(maps: jax.Array) -> dict[str, jax.Array]:
 
 
 def _localization_row_scores(
-    maps: jax.Array, boxes: jax.Array, target: jax.Array, threshold: str | float
+    maps: jax.Array, region: jax.Array, target: jax.Array, threshold: str | float
 ) -> dict[str, jax.Array]:
-    """Per-row "pointing", "mass" and "jaccard", each [B] float32."""
+    """Per-row "pointing", "mass" (in `region`) and "jaccard" (against `target`), [B] float32."""
     return {
-        "pointing": pointing_game(maps, boxes).astype(jnp.float32),
-        "mass": attention_mass_in_box(maps, boxes),
+        "pointing": pointing_game_in_mask(maps, region).astype(jnp.float32),
+        "mass": attention_mass_in_mask(maps, region),
         "jaccard": jaccard(segment(maps, threshold), target),
     }
 
 
 def localization_sums(
     maps: Mapping[str, jax.Array],
-    boxes: jax.Array,
+    boxes: jax.Array | None,
     mask: jax.Array,
     *,
     threshold: str | float = "otsu",
@@ -372,16 +414,20 @@ def localization_sums(
 
     Args:
       maps: tap name -> map [B, S, S], upsampled to the input resolution.
-      boxes: float [B, 4] as (ymin, xmin, ymax, xmax) in input pixels, max exclusive.
+      boxes: float [B, 4] as (ymin, xmin, ymax, xmax) in input pixels, max exclusive; or None
+        for a dataset with masks only (an image folder with masks), where the pointing game
+        and the mass are scored inside `segmentation` instead.
       mask: [B] bool; only rows with True count (False for padding).
       threshold: for `segment`: "otsu" or a float in [0, 1].
-      segmentation: optional [B, S, S] foreground masks (float in [0, 1] or bool) that the
-        segmented maps are scored against; the boxes' masks when None.
+      segmentation: optional [B, S, S] foreground masks (float in [0, 1], binarised at > 0.5,
+        or bool) that the segmented maps are scored against; the boxes' masks when None.
+        Required when `boxes` is None.
 
     Returns:
       for each tap name, and for "combined" (the `combine_maps` of all taps, only with two taps
-      or more) -> {"pointing": pointing game hits, "mass": attention mass in box, "jaccard":
-      Jaccard index of the segmented map, "count": rows counted}, each a [] float32 sum.
+      or more) -> {"pointing": pointing game hits, "mass": attention mass in the box (in the
+      mask without boxes), "jaccard": Jaccard index of the segmented map, "count": rows
+      counted}, each a [] float32 sum.
     """
     _check_threshold(threshold)
     if not maps:
@@ -395,19 +441,26 @@ def localization_sums(
     b, s, _ = first.shape
     for name, m in maps.items():
         _check_rows(m, f"maps[{name!r}]", b, (s, s))
-    _check_rows(boxes, "boxes", b, (4,))
+    if boxes is None and segmentation is None:
+        raise ValueError(
+            "boxes and segmentation are both None: pass boxes [B, 4], segmentation masks "
+            "[B, S, S], or both."
+        )
     weights = _row_weights(mask, b)
-    if segmentation is None:
-        target = box_mask(boxes, s)
-    else:
+    if segmentation is not None:
         _check_rows(segmentation, "segmentation", b, (s, s))
-        target = segmentation
+    if boxes is None:
+        region = target = _region(segmentation)
+    else:
+        _check_rows(boxes, "boxes", b, (4,))
+        region = box_mask(boxes, s)
+        target = region if segmentation is None else segmentation
     scored = dict(maps)
     if len(maps) >= 2:
         scored[COMBINED] = combine_maps(maps)
     sums = {}
     for name, m in scored.items():
-        rows = _localization_row_scores(m, boxes, target, threshold)
+        rows = _localization_row_scores(m, region, target, threshold)
         sums[name] = {key: jnp.sum(value * weights) for key, value in rows.items()}
         sums[name]["count"] = jnp.sum(weights)
     return sums

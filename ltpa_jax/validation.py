@@ -16,7 +16,8 @@ The rules, in the order they are checked:
 * numbers: each numeric field is in its possible range (learning rate finite and > 0, momentum
   in [0, 1), intervals > 0, ...);
 * combinations: what the backbone allows (`num_taps`, `tap_position`, `depth`, `batch_norm`),
-  `model.num_classes` against the dataset, batch sizes against the devices and hosts, bfloat16
+  `model.num_classes` against the dataset (an image folder: its layout, files and masks, read
+  by `data.image_folder.scan`), batch sizes against the devices and hosts, bfloat16
   with XLA's convolution on the CPU.
 
 The modules (models, data, training loop) trust a config that passed, and do not check it again.
@@ -242,6 +243,12 @@ _TRAINING_RANGES = {
     ),
     "num_digits_train": _Range(lambda v: v >= 1, "must be at least 1 image", "10000"),
     "num_digits_test": _Range(lambda v: v >= 1, "must be at least 1 image", "2000"),
+    "image_folder_test_fraction": _Range(
+        lambda v: 0 <= v <= 1,
+        "must be in [0, 1] (0: the folder's train/ and test/ sub-folders; else the share of "
+        "each class that is the test split)",
+        "0.2",
+    ),
     "num_epochs": _Range(lambda v: v >= 0, "must be >= 0 epochs", "300"),
     "passes_per_epoch": _Range(
         lambda v: v >= 1,
@@ -493,7 +500,8 @@ def _check_steps_per_dispatch(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_dataset(config: ml_collections.ConfigDict) -> None:
-    """The dataset exists, and the model has as many classes as it."""
+    """The dataset exists (an image folder: its layout and files), and the model has as many
+    classes as it."""
     from ltpa_jax.data import registry  # Here: importing the data package is not free.
 
     names = tuple(sorted(registry.DATASETS))
@@ -505,7 +513,16 @@ def _check_dataset(config: ml_collections.ConfigDict) -> None:
             f"{names}, e.g. --config.dataset={(close or names)[0]}."
         )
     info = registry.DATASETS[config.dataset]
-    if config.model.num_classes != info.num_classes:
+    if info.source == "image_folder":
+        _check_image_folder(config)
+    elif config.image_folder or config.image_folder_masks:
+        field = "image_folder" if config.image_folder else "image_folder_masks"
+        raise ConfigError(
+            f"config.{field}={config[field]!r} is read only with config.dataset='image_folder', "
+            f"and config.dataset={config.dataset!r}; set --config.dataset=image_folder to train "
+            f"on the folder, or leave config.{field} empty."
+        )
+    elif config.model.num_classes != info.num_classes:
         raise ConfigError(
             f"config.model.num_classes={config.model.num_classes} but dataset {info.name!r} has "
             f"{info.num_classes} classes; set --config.model.num_classes={info.num_classes}."
@@ -519,10 +536,28 @@ def _check_dataset(config: ml_collections.ConfigDict) -> None:
         if needs:
             raise ConfigError(
                 f"{needs} needs the device input path, which holds only datasets stored at the "
-                f"input size with pad-and-crop augmentation (CIFAR-10/100, SVHN at 32), not "
-                f"{info.name!r} at {config.image_size}; use --config.input_on_device=auto and "
-                "--config.steps_per_dispatch=1."
+                "input size with pad-and-crop augmentation (CIFAR-10/100, SVHN at 32, STL-10 at "
+                f"96), not {info.name!r} at {config.image_size}; use "
+                "--config.input_on_device=auto and --config.steps_per_dispatch=1."
             )
+
+
+def _check_image_folder(config: ml_collections.ConfigDict) -> None:
+    """The image folder's layout, files and masks, and the model's classes against it."""
+    from ltpa_jax.data import image_folder  # Here: importing the data package is not free.
+
+    try:
+        folder = image_folder.from_config(config)
+    except image_folder.ImageFolderError as error:
+        raise ConfigError(str(error)) from error
+    count = len(folder.class_names)
+    if config.model.num_classes != count:
+        names = ", ".join(folder.class_names[:5]) + (", ..." if count > 5 else "")
+        raise ConfigError(
+            f"config.model.num_classes={config.model.num_classes} but config.image_folder="
+            f"{config.image_folder!r} has {count} classes ({names}); set "
+            f"--config.model.num_classes={count}."
+        )
 
 
 def _check_devices(config: ml_collections.ConfigDict) -> None:

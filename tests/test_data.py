@@ -34,7 +34,8 @@ def make_config(dataset: str, **overrides) -> ml_collections.ConfigDict:
     config = default.get_config()
     config.dataset = dataset
     config.model.num_classes = data.get_dataset_info(dataset).num_classes
-    config.image_size = {"cluttered_digits": 64, "caltech_birds2011": 64}.get(dataset, 32)
+    sizes = {"cluttered_digits": 64, "caltech_birds2011": 64, "caltech101": 64, "stl10": 96}
+    config.image_size = sizes.get(dataset, 32)
     config.batch_size = BATCH
     config.eval_batch_size = EVAL_BATCH
     config.num_digits_train = DIGITS_TRAIN
@@ -69,7 +70,11 @@ def assert_same_batches(a: list[dict], b: list[dict]) -> None:
             np.testing.assert_array_equal(x[key], y[key], err_msg=key)
 
 
-@pytest.fixture(params=sorted(data.DATASETS))
+# The image folder is tested on a generated folder in test_image_folder.py.
+NAMED_DATASETS = sorted(n for n, i in data.DATASETS.items() if i.source != "image_folder")
+
+
+@pytest.fixture(params=NAMED_DATASETS)
 def config(request) -> Iterator[ml_collections.ConfigDict]:
     with data_source(request.param):
         yield make_config(request.param)
@@ -87,9 +92,19 @@ def test_registry_classes_and_flips():
         "svhn_cropped": 10,
         "caltech_birds2011": 200,
         "cluttered_digits": 10,
+        "stl10": 10,
+        "caltech101": 102,
+        "image_folder": 0,  # The folder decides (data.dataset_info).
     }
     flips = {n for n, i in data.DATASETS.items() if i.flip}
-    assert flips == {"cifar100", "cifar10", "caltech_birds2011"}
+    assert flips == {"cifar100", "cifar10", "caltech_birds2011", "stl10", "caltech101"} | {
+        "image_folder"
+    }
+    sources = {n: i.source for n, i in data.DATASETS.items() if i.source != "tfds"}
+    assert sources == {
+        "cluttered_digits": "generated",
+        "image_folder": "image_folder",
+    }
 
 
 def test_unknown_dataset_raises_listing_valid_names():
@@ -194,6 +209,31 @@ def test_class_names():
     unprepared = make_config("cifar100", data_dir="/nonexistent")
     names = data.Pipeline.from_config(unprepared, require_data=False).class_names
     assert len(names) == 100 and all(isinstance(n, str) for n in names)
+
+
+@pytest.mark.parametrize("dataset", ["stl10", "caltech101"])
+def test_cross_domain_tfds_datasets_by_name(dataset):
+    """STL-10 and Caltech-101 (the paper's cross-domain datasets) validate and stream."""
+    with data_source(dataset):
+        config = make_config(dataset, batch_size=8, eval_batch_size=8)
+        validation.check_config(config)
+        pipeline = pipe(config)
+        # Under mock data TFDS serves 20 random examples per split; eval of "train" feeds probes.
+        assert pipeline.split_size("train") == pipeline.split_size("test") == MOCK_EXAMPLES
+        batch = next(pipeline.eval_batches("train"))
+        assert batch["image"].shape == (8, config.image_size, config.image_size, 3)
+        if dataset == "stl10":  # Stored at 96x96: the device path can hold it at that size.
+            assert pipeline.supports_device_input and pipeline.image_size == 96
+            assert not pipe(make_config(dataset, image_size=32)).supports_device_input
+        else:  # Variable sizes: resize-crop, TFDS's 102 class names.
+            assert not pipeline.supports_device_input
+            names = pipeline.class_names
+            assert len(names) == 102 and names[:2] == ["accordion", "airplanes"]
+        config.model.num_classes = 100
+        with pytest.raises(
+            validation.ConfigError, match=f"has {data.DATASETS[dataset].num_classes}"
+        ):
+            validation.check_config(config)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -55,9 +55,9 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
 
     # Data.
-    c.dataset = (
-        "cifar100"  # cifar100 | cifar10 | svhn_cropped | caltech_birds2011 | cluttered_digits
-    )
+    # cifar100 | cifar10 | svhn_cropped | caltech_birds2011 | cluttered_digits | stl10 |
+    # caltech101 | image_folder (the folder config.image_folder, see below).
+    c.dataset = "cifar100"
     c.data_dir = ""  # TFDS data_dir ("" = TFDS default, ~/tensorflow_datasets).
     c.manual_dir = ""  # TFDS manual_dir for datasets prepared by hand (CUB, see README).
     c.image_size = 32  # Side of the square model input; a multiple of 32.
@@ -70,12 +70,21 @@ def get_config() -> ml_collections.ConfigDict:
     # the whole split per epoch from data.augment instead (the same on both input paths).
     c.shuffle_buffer = 50_000
     # Batches made on the accelerator from the split held there (data.device): "auto" (on for
-    # CIFAR-10/100 and SVHN at 32x32 when the split fits), "on" (fail if it cannot), "off"
-    # (host tf.data). Both paths give the same batches.
+    # CIFAR-10/100 and SVHN at 32x32, STL-10 at 96x96, when the split fits), "on" (fail if it
+    # cannot), "off" (host tf.data). Both paths give the same batches.
     c.input_on_device = "auto"
     c.input_on_device_max_fraction = 0.25  # Share of one device's memory the split may take.
     c.num_digits_train = 10_000  # cluttered_digits only: training images generated.
     c.num_digits_test = 2_000  # cluttered_digits only: test images generated.
+    # image_folder only: a folder with one sub-folder of images per class (README, "Datasets").
+    c.image_folder = ""  # The folder; its train/ and test/ sub-folders, or split by the fraction.
+    # 0: the folder holds train/ and test/, each with the same class sub-folders. In (0, 1]:
+    # the class sub-folders are in the folder itself and this fraction of each class is the
+    # test split (fixed, seeded; 1: every image is a test image, for scoring only).
+    c.image_folder_test_fraction = 0.0
+    # Optional folder of foreground masks laid out as config.image_folder, one per image with
+    # the same relative name (any image suffix): scored by `ltpa-analyze localization`.
+    c.image_folder_masks = ""
 
     # Model.
     c.model = get_model_config()

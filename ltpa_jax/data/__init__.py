@@ -6,15 +6,17 @@
     >>> for batch in pipeline.eval_batches("test"): ...
 
 Modules, one job each: `registry` (DatasetInfo, DATASETS), `cluttered_digits` (the offline
-dataset), `transforms` (per-example tf.data transforms), `images` (image files as inputs),
-`prepare` (availability check and the explicit preparation), `pipeline` (the object and its
-streams, host slices, global arrays).
+dataset), `image_folder` (a folder of images, one sub-folder per class, optional masks),
+`transforms` (per-example tf.data transforms), `images` (image files as inputs), `prepare`
+(availability check and the explicit preparation), `pipeline` (the object and its streams,
+host slices, global arrays).
 """
 
+from ltpa_jax.data.image_folder import ImageFolder, ImageFolderError
 from ltpa_jax.data.images import IMAGE_FILE_SUFFIXES
 from ltpa_jax.data.pipeline import Batch, Pipeline, host_range, shard_batch
 from ltpa_jax.data.prepare import DatasetNotFoundError, prepare_command, prepare_dataset
-from ltpa_jax.data.registry import DATASETS, DatasetInfo, get_dataset_info
+from ltpa_jax.data.registry import DATASETS, DatasetInfo, dataset_info, get_dataset_info
 
 __all__ = [
     "DATASETS",
@@ -22,7 +24,10 @@ __all__ = [
     "Batch",
     "DatasetInfo",
     "DatasetNotFoundError",
+    "ImageFolder",
+    "ImageFolderError",
     "Pipeline",
+    "dataset_info",
     "get_dataset_info",
     "host_range",
     "prepare_command",

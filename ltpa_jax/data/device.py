@@ -59,8 +59,8 @@ def supports(info: DatasetInfo, image_size: int) -> bool:
     """Whether a dataset can be trained from device memory at this input size.
 
     Datasets stored at a fixed size equal to the input, with pad-crop augmentation (or none):
-    CIFAR-10/100 and SVHN at 32x32. CUB (resize-crop of variable-size images) and the
-    generated digits keep the host path.
+    CIFAR-10/100 and SVHN at 32x32, STL-10 at 96x96. CUB, Caltech-101 and image folders
+    (resize-crop of variable-size images) and the generated digits keep the host path.
     """
     return info.augmentation == "pad_crop" and info.native_size == image_size
 

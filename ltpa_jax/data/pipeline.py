@@ -30,6 +30,7 @@ Example:
     >>> next(batches)["image"].shape  # [batch_size // process_count, 32, 32, 3]
 """
 
+import dataclasses
 import functools
 import math
 from collections.abc import Iterator
@@ -42,7 +43,15 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from clu import deterministic_data
 
-from ltpa_jax.data import augment, cluttered_digits, device, images, prepare, transforms
+from ltpa_jax.data import (
+    augment,
+    cluttered_digits,
+    device,
+    image_folder,
+    images,
+    prepare,
+    transforms,
+)
 from ltpa_jax.data.registry import DatasetInfo, get_dataset_info
 
 Batch = dict[str, np.ndarray]
@@ -184,6 +193,7 @@ class Pipeline:
         shuffle_buffer: int,
         num_digits: dict[str, int],
         not_prepared: prepare.DatasetNotFoundError | None = None,
+        folder: image_folder.ImageFolder | None = None,
     ):
         """Use `from_config`; the arguments are what it reads from the config."""
         self.info = info
@@ -194,6 +204,7 @@ class Pipeline:
         self._builder = builder
         self._num_digits = num_digits
         self._not_prepared = not_prepared
+        self._folder = folder
         self._split_sizes: dict[str, int] = {}
         self._class_names: list[str] | None = None
         self._arrays: dict[str, dict[str, np.ndarray]] = {}
@@ -205,7 +216,9 @@ class Pipeline:
         """Reads a validated config (see `validation.check_config`) into a pipeline.
 
         Builds the TFDS builder once and checks once that the data is prepared; prepares and
-        downloads nothing (that is `data.prepare_dataset`).
+        downloads nothing (that is `data.prepare_dataset`). An image folder
+        (`config.dataset="image_folder"`) is scanned once (`data.image_folder.scan`): its
+        classes, splits and masks.
 
         Args:
             config: The experiment config.
@@ -214,14 +227,25 @@ class Pipeline:
                 split sizes then raise the `DatasetNotFoundError`.
 
         Raises:
-            ValueError: Unknown `config.dataset`.
+            ValueError: Unknown `config.dataset`, or (with `require_data`) an image folder that
+                cannot be used (`data.image_folder.ImageFolderError`, naming path and fix).
             DatasetNotFoundError: A TFDS dataset is not prepared in `config.data_dir` (and
                 `require_data`); the message names the directory searched and the command that
                 prepares it.
         """
         info = get_dataset_info(config.dataset)
-        builder, not_prepared = None, None
-        if info.tfds_name is not None:
+        builder, not_prepared, folder = None, None, None
+        if info.source == "image_folder":
+            try:
+                folder = image_folder.from_config(config)
+                info = folder.dataset_info(info)
+            except image_folder.ImageFolderError as error:
+                if require_data:
+                    raise
+                # Without the folder: the run's classes, named "0", "1", ...
+                not_prepared = prepare.DatasetNotFoundError(str(error))
+                info = dataclasses.replace(info, num_classes=config.model.num_classes)
+        elif info.tfds_name is not None:
             builder = prepare.tfds_builder(info, config.data_dir)
             try:
                 prepare.check_prepared(info, config, builder)
@@ -241,6 +265,7 @@ class Pipeline:
                 info.test_split: config.num_digits_test,
             },
             not_prepared=not_prepared,
+            folder=folder,
         )
 
     # -----------------------------------------------------------------------------------------
@@ -265,7 +290,9 @@ class Pipeline:
         """Number of examples in a split (TFDS split name), all hosts together."""
         if split not in self._split_sizes:
             self._require_data()
-            if self.info.tfds_name is None:
+            if self._folder is not None:
+                size = len(self._folder.split(split))
+            elif self.info.source == "generated":
                 size = self._num_digits[split]
             elif split in self._builder.info.splits:
                 size = self._builder.info.splits[split].num_examples
@@ -293,10 +320,13 @@ class Pipeline:
 
     @property
     def class_names(self) -> list[str]:
-        """Class names for pictures: TFDS's names when known offline, else "0", "1", ..."""
+        """Class names for pictures: TFDS's or the image folder's names when known offline,
+        else "0", "1", ..."""
         if self._class_names is None:
             self._class_names = [str(i) for i in range(self.info.num_classes)]
-            if self._builder is not None:
+            if self._folder is not None:
+                self._class_names = list(self._folder.class_names)
+            elif self._builder is not None:
                 try:
                     names = self._builder.info.features["label"].names
                     if len(names) == self.info.num_classes:
@@ -321,8 +351,8 @@ class Pipeline:
     def supports_device_input(self) -> bool:
         """Whether the device-resident path (`data.device`) can train on this dataset and size.
 
-        CIFAR-10/100 and SVHN at 32x32: their training order and augmentation come from
-        `data.augment` on both paths.
+        CIFAR-10/100 and SVHN at 32x32, STL-10 at 96x96: their training order and augmentation
+        come from `data.augment` on both paths.
         """
         return device.supports(self.info, self.image_size)
 
@@ -343,7 +373,7 @@ class Pipeline:
             raise ValueError(
                 f"{self.info.name!r} at {self.image_size}x{self.image_size} is not kept in memory "
                 "as whole arrays; only datasets stored at the input size with pad-and-crop "
-                "augmentation are (CIFAR-10/100, SVHN at 32)."
+                "augmentation are (CIFAR-10/100, SVHN at 32, STL-10 at 96)."
             )
         self._require_data()
         name = self._resolve_split(split)
@@ -368,12 +398,15 @@ class Pipeline:
         """Examples `[start, end)` of a split (TFDS split name), in file order.
 
         Returns:
-            A dataset of dicts: "image" uint8 `[H, W, 3]`, "label" int32 `[]`, and where the
-            dataset has them "box" float32 `[4]` (digits: pixels; CUB: TFDS's normalised bbox)
-            and "segmentation" uint8 `[h, w, 1]` (CUB).
+            A dataset of dicts: "image" uint8 `[H, W, 3]` (an image folder's: float32 in
+            [0, 255]), "label" int32 `[]`, and where the dataset has them "box" float32 `[4]`
+            (digits: pixels; CUB: TFDS's normalised bbox) and "segmentation" uint8 `[h, w, 1]`
+            (CUB; an image folder with masks: 255 on the foreground).
         """
         info = self.info
-        if info.tfds_name is None:
+        if self._folder is not None:
+            return self._folder.read(split, start, end)
+        if info.source == "generated":
             data = _digits_split(split, self._num_digits[split], self.image_size)
             keys = ("image", "label", "box")
             return tf.data.Dataset.from_tensor_slices({k: data[k][start:end] for k in keys})
@@ -534,8 +567,9 @@ class Pipeline:
         Returns:
             An iterator of dicts with "image" float32 `[b, S, S, 3]`, "label" int32 `[b]`,
             "mask" bool `[b]` (True for real rows), plus for cluttered_digits and CUB "box"
-            float32 `[b, 4]` (ymin, xmin, ymax, xmax in input pixels) and for CUB
-            "segmentation" float32 `[b, S, S]` in [0, 1]; `b = batch_size // process_count`.
+            float32 `[b, 4]` (ymin, xmin, ymax, xmax in input pixels) and for CUB and an image
+            folder with masks "segmentation" float32 `[b, S, S]` in [0, 1];
+            `b = batch_size // process_count`.
 
         Raises:
             DatasetNotFoundError: The data is not prepared (pipeline made with

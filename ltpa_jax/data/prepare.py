@@ -118,16 +118,22 @@ def prepare_dataset(config: ml_collections.ConfigDict) -> str:
 
     Runs TFDS's `download_and_prepare`, from `config.manual_dir` when the dataset has manual
     files and the field is set (after checking that the files are there), else by download.
-    Already prepared datasets and generated ones (cluttered_digits) are left as they are.
+    Already prepared datasets and generated ones (cluttered_digits) are left as they are; an
+    image folder is only checked (`data.image_folder.scan`), nothing is written.
 
     Returns:
         The TFDS data directory that holds the dataset (for `--config.data_dir`); for a
-        generated dataset, `config.data_dir` unchanged.
+        generated dataset, `config.data_dir` unchanged; for an image folder, the folder.
 
     Raises:
         DatasetNotFoundError: `config.manual_dir` lacks some of the dataset's manual files.
+        ValueError: an image folder that cannot be used (`data.image_folder.ImageFolderError`).
     """
     info = get_dataset_info(config.dataset)
+    if info.source == "image_folder":
+        from ltpa_jax.data import image_folder  # Local: it imports the pipeline's modules.
+
+        return image_folder.from_config(config).root
     if info.tfds_name is None:
         return config.data_dir
     builder = tfds_builder(info, config.data_dir)

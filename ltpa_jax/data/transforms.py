@@ -94,7 +94,7 @@ class Preprocess:
 
     def fixed_size(self, image: tf.Tensor) -> tf.Tensor:
         """Resizes to `image_size` unless the images are stored (or generated) at that size."""
-        if self.info.tfds_name is None or self.info.native_size == self.image_size:
+        if self.info.source == "generated" or self.info.native_size == self.image_size:
             return image
         return to_uint8(resize(image, self.image_size))
 
