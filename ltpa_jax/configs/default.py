@@ -76,7 +76,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.input_on_device_max_fraction = 0.25  # Share of one device's memory the split may take.
     c.num_digits_train = 10_000  # cluttered_digits only: training images generated.
     c.num_digits_test = 2_000  # cluttered_digits only: test images generated.
-    # image_folder only: a folder with one sub-folder of images per class (README, "Datasets").
+    # image_folder only: a folder with one sub-folder of images per class (README, "Image folders").
     c.image_folder = ""  # The folder; its train/ and test/ sub-folders, or split by the fraction.
     # 0: the folder holds train/ and test/, each with the same class sub-folders. In (0, 1]:
     # the class sub-folders are in the folder itself and this fraction of each class is the
