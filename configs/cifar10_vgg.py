@@ -1,7 +1,8 @@
 """CIFAR-10, the plain VGG baseline: the official run (7.70% top-1 error).
 
-Replicates: the official Lua code's `lua_source/main.lua` with `models/models_CIFARS/vgg_bn_drop.lua`
-(run_expt_cifar10.sh: "Test cifar-10 (main) ... vgg_bn_drop_withHFLIP ... Test Accuracy: 92.3").
+Replicates: the official Lua code's `lua_source/main.lua` with
+`models/models_CIFARS/vgg_bn_drop.lua` (run_expt_cifar10.sh: "Test cifar-10 (main) ...
+vgg_bn_drop_withHFLIP ... Test Accuracy: 92.3").
 Preset: `model.preset="official"`, no attention. Recipe: the official VGG recipe
 (`official_recipe` in cifar100_vgg_att3_concat_pc_official.py: 300 epochs of one pass, batch
 128, rate 0.1 (the official 1 under optim.sgd's dampening) halved every 25 epochs, flips only).
