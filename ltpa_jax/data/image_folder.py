@@ -41,6 +41,7 @@ Example:
 
 import dataclasses
 import os
+import re
 import zlib
 
 import ml_collections
@@ -55,6 +56,8 @@ SPLIT_SEED = 20180430  # Seeds the fixed per-class split (with the class name); 
 MASK_FOREGROUND = 128  # Gray mask pixels >= this (of 255) are foreground.
 
 _readable: dict[tuple[str, int, int], None] = {}  # (path, size, mtime) of files already checked.
+# What `images.decode_image_file` raises inside tf.data, as TensorFlow reports it.
+_DECODE_ERROR = re.compile(r"ValueError: (\S.*?: cannot be decoded as an image \(.*?\)\.)")
 
 
 class ImageFolderError(ValueError):
@@ -145,6 +148,16 @@ class ImageFolder:
             return out
 
         return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def decode_error(error: tf.errors.OpError) -> Exception:
+    """The error to raise for a tf.data error: an `ImageFolderError` naming the file that could
+    not be decoded (a file whose header read but whose pixels do not, e.g. truncated), or
+    `error` itself when it is another error."""
+    found = _DECODE_ERROR.search(error.message or "")
+    if found is None:
+        return error
+    return ImageFolderError(f"{found.group(1)} Replace or remove the file.")
 
 
 def _decode_image(path: bytes) -> np.ndarray:

@@ -162,11 +162,19 @@ def _batched(ds: tf.data.Dataset, local_batch: int) -> tf.data.Dataset:
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 
+def _named_file_errors(batches: Iterator[Batch]) -> Iterator[Batch]:
+    """`batches`, with an image file that fails to decode raised as a ValueError naming it."""
+    try:
+        yield from batches
+    except tf.errors.InvalidArgumentError as error:
+        raise image_folder.decode_error(error) from None
+
+
 def _epochs(epoch_dataset, start_step: int, steps_per_epoch: int) -> Iterator[Batch]:
     """`epoch_dataset(epoch, skip_batches)`'s batches from `start_step` on, epoch after epoch."""
     epoch, skip_batches = divmod(start_step, steps_per_epoch)
     while True:
-        yield from epoch_dataset(epoch, skip_batches).as_numpy_iterator()
+        yield from _named_file_errors(epoch_dataset(epoch, skip_batches).as_numpy_iterator())
         epoch, skip_batches = epoch + 1, 0
 
 
@@ -487,7 +495,10 @@ class Pipeline:
         base = base.cache().with_options(_options())
         # Fill the cache with one full pass now: an epoch stops after `steps` batches, and a
         # cache that is not read to its end is thrown away.
-        cached = int(base.reduce(np.int64(0), lambda n, _: n + 1))
+        try:
+            cached = int(base.reduce(np.int64(0), lambda n, _: n + 1))
+        except tf.errors.InvalidArgumentError as error:
+            raise image_folder.decode_error(error) from None
         if cached != end - start:
             raise RuntimeError(
                 f"Read {cached} training examples on this host, expected {end - start}."
@@ -596,4 +607,4 @@ class Pipeline:
         )
         ds = ds.batch(local_batch, drop_remainder=True)
         ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
-        return first_examples(ds.as_numpy_iterator(), num_examples)
+        return first_examples(_named_file_errors(ds.as_numpy_iterator()), num_examples)
