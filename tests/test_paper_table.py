@@ -33,6 +33,16 @@ def test_every_table_row_names_a_config_that_loads_with_its_preset():
             assert config.model.preset == row.preset, row.config
 
 
+def test_every_config_docstring_quotes_its_rows_numbers_and_command():
+    for table in paper.TABLES:
+        for row in table.rows:
+            doc = load_module(str(paper.CONFIG_DIR / f"{row.config}.py")).__doc__
+            assert f"ltpa-train --config=configs/{row.config}.py" in doc, row.config
+            for number in (row.paper, row.source_error):
+                if number is not None:
+                    assert f"{number:.2f}%" in doc, (row.config, number)
+
+
 def test_format_tables_shows_numbers_only_for_finished_runs():
     results = {
         "cifar100_vgg_att3_concat_pc": paper.RunResult(
