@@ -6,18 +6,25 @@ Commands (one per call; every flag below is shared by the three, see --help):
     ltpa-analyze robustness --workdir=/tmp/ltpa/demo --compare=/tmp/ltpa/demo_vgg
     ltpa-analyze probe --workdir=/tmp/ltpa/demo --probe_dataset=svhn_cropped
     ltpa-analyze table --runs=$HOME/ltpa
+    ltpa-analyze probe --workdir=/tmp/ltpa/c100 --image_folder=/data/event8 \
+        --image_folder_test_fraction=0.5
+    ltpa-analyze localization --workdir=/tmp/ltpa/c10 --image_folder=/data/od/images \
+        --image_folder_masks=/data/od/masks --image_folder_test_fraction=1
 
 * `localization`: per tap and for the combined map, the pointing game, the attention mass in
   the ground-truth box and the Jaccard index of the thresholded map (`ltpa_jax.localization`),
   on datasets with boxes (cluttered_digits; caltech_birds2011, whose Jaccard is against its
-  segmentation masks), plus the attention statistics of every tap (any dataset) and a picture
-  with boxes.
+  segmentation masks) or masks (an image folder with `--image_folder_masks`, e.g. Object
+  Discovery: the pointing game and mass inside the mask), plus the attention statistics of
+  every tap (any dataset) and a picture with boxes. With `--image_folder` it scores the run's
+  maps on that folder instead of the run's dataset (the paper's segmentation experiment).
 * `table`: the paper's result tables (`ltpa_jax.paper`) as Markdown, each row's published
   numbers beside the top-1 error of `--runs/<config name>` (missing and unfinished runs say so).
 * `robustness`: top-1 accuracy against the FGSM or PGD epsilon (`robustness`) for this run and
   the `--compare` runs, as a table, a CSV and one plot.
-* `probe`: the run's descriptors of `--probe_dataset` (train and test) saved as .npz, and a
-  logistic-regression probe on each (`features`), the paper's cross-domain experiment.
+* `probe`: the run's descriptors of `--probe_dataset` (train and test; or of the folder
+  `--image_folder`) saved as .npz, and a logistic-regression probe on each (`features`), the
+  paper's cross-domain experiment.
 
 Everything is written to `--out` (default `<workdir>/analysis/`), named by split and step.
 Runs on the default device, one batch at a time. Each command is a function of this module
@@ -38,7 +45,12 @@ from absl import app, flags
 from etils import epath
 
 from ltpa_jax import cli, data, features, paper, paths, robustness, rundir, visualize
-from ltpa_jax.inference import forward_jit, upsample_maps
+from ltpa_jax.inference import (
+    forward,
+    predict_with_attention,
+    predict_with_attention_jit,
+    upsample_maps,
+)
 from ltpa_jax.localization import attention_statistics_sums, finalize, localization_sums
 
 COMMANDS = ("localization", "robustness", "probe", "table")
@@ -56,6 +68,23 @@ _COMPARE = flags.DEFINE_list(
 )
 _PROBE_DATASET = flags.DEFINE_string(
     "probe_dataset", None, "probe: dataset the descriptors are computed on (default: the run's)."
+)
+_IMAGE_FOLDER = flags.DEFINE_string(
+    "image_folder",
+    "",
+    "localization, probe: a folder of images (layout of config.image_folder: one sub-folder per "
+    "class) to analyse instead of the run's dataset.",
+)
+_IMAGE_FOLDER_MASKS = flags.DEFINE_string(
+    "image_folder_masks", "", "With --image_folder: its masks (as config.image_folder_masks)."
+)
+_IMAGE_FOLDER_TEST_FRACTION = flags.DEFINE_float(
+    "image_folder_test_fraction",
+    0.0,
+    "With --image_folder: 0 for its train/ and test/ sub-folders, else the test share of each "
+    "class (1: every image is a test image), as config.image_folder_test_fraction.",
+    lower_bound=0.0,
+    upper_bound=1.0,
 )
 _PROBE_TRAIN = flags.DEFINE_integer(
     "probe_train_images", 5000, "probe: training images of the probe dataset (<= 0: all)."
@@ -104,13 +133,17 @@ def _cell(value) -> str:
     return "" if value is None else f"{float(value):.6g}"
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5))
-def _localization_batch(model, variables, images, boxes, mask, threshold, segmentation):
+@functools.partial(jax.jit, static_argnums=(0, 5), static_argnames=("method", "layers"))
+def _localization_batch(
+    model, variables, images, boxes, mask, threshold, segmentation, *, method, layers
+):
     """Sums of the localization scores and of the attention statistics of one batch."""
-    raw = forward_jit(model, variables, images)["maps"]
+    _, raw = predict_with_attention(
+        model, variables, images, upsample=False, method=method, layers=layers
+    )
     maps = upsample_maps(raw, images.shape[1])
     stats = {name: attention_statistics_sums(m, mask) for name, m in raw.items()}
-    if boxes is None:
+    if boxes is None and segmentation is None:
         return stats, {}
     scores = localization_sums(maps, boxes, mask, threshold=threshold, segmentation=segmentation)
     return stats, scores
@@ -125,6 +158,8 @@ def localization_scores(
     num_images: int,
     batch_size: int,
     threshold: str | float,
+    method: str = "learned",
+    layers: Sequence[str] | None = None,
 ):
     """Attention statistics and localization scores of a model over (part of) a split.
 
@@ -134,12 +169,15 @@ def localization_scores(
       split: "test" or "train"; num_images: images to use (<= 0: all).
       batch_size: images per forward pass.
       threshold: "otsu" or a float in [0, 1], for the segmentation Jaccard.
+      method, layers: the maps scored, as for `inference.attention_maps` ("learned",
+        "gradcam" at `layers`, "cam").
 
     Returns:
       (statistics {tap: {...}}, scores {map: {"pointing", "mass", "jaccard", "count"}} or None
-      for a dataset without boxes, the first batch (for pictures)).
+      for a dataset without boxes or masks, the first batch (for pictures)).
     """
     info = pipeline.info
+    scored = info.has_box or info.has_segmentation
     total = _split_total(pipeline, split, num_images)
     stats_sums, score_sums, done, first = None, None, 0, None
     for batch in pipeline.eval_batches(split, num_examples=num_images, batch_size=batch_size):
@@ -152,12 +190,14 @@ def localization_scores(
             jnp.asarray(batch["mask"]),
             threshold,
             jnp.asarray(batch["segmentation"]) if info.has_segmentation else None,
+            method=method,
+            layers=None if layers is None else tuple(layers),
         )
         stats_sums = stats if stats_sums is None else jax.tree.map(jnp.add, stats_sums, stats)
         score_sums = scores if score_sums is None else jax.tree.map(jnp.add, score_sums, scores)
         done += int(batch["mask"].sum())
         _progress(done, total, "localization")
-    scores = finalize(score_sums) if info.has_box else None
+    scores = finalize(score_sums) if scored else None
     return finalize(stats_sums), scores, first
 
 
@@ -189,6 +229,47 @@ def parse_epsilons(texts: Sequence[str]) -> list[float]:
     return values
 
 
+def analysis_config(
+    config,
+    *,
+    dataset: str | None = None,
+    image_folder: str = "",
+    image_folder_masks: str = "",
+    image_folder_test_fraction: float = 0.0,
+):
+    """A copy of a run's config whose data fields name the data to analyse.
+
+    Args:
+      config: the run's config.
+      dataset: another registered dataset (e.g. --probe_dataset), or None for the run's.
+      image_folder, image_folder_masks, image_folder_test_fraction: an image folder to read
+        instead (as the config fields of the same names), when `image_folder` is set.
+
+    Raises:
+      ValueError: both a dataset other than image_folder and an image folder, or masks
+        without a folder.
+    """
+    out = config.copy_and_resolve_references()
+    if image_folder:
+        if dataset not in (None, "", data.registry.IMAGE_FOLDER):
+            raise ValueError(
+                f"--probe_dataset={dataset!r} and --image_folder={image_folder!r} name two "
+                "datasets; give one of them."
+            )
+        out.dataset = data.registry.IMAGE_FOLDER
+        out.image_folder = image_folder
+        out.image_folder_masks = image_folder_masks
+        out.image_folder_test_fraction = image_folder_test_fraction
+    elif image_folder_masks:
+        raise ValueError(
+            f"--image_folder_masks={image_folder_masks!r} needs --image_folder (the images "
+            "the masks belong to)."
+        )
+    elif dataset:
+        out.dataset = dataset
+    return out
+
+
 def localization(
     run: rundir.Run,
     *,
@@ -197,16 +278,46 @@ def localization(
     batch_size: int = 100,
     threshold: str | float = "otsu",
     out: str | None = None,
+    image_folder: str = "",
+    image_folder_masks: str = "",
+    image_folder_test_fraction: float = 0.0,
+    method: str = "learned",
+    layers: Sequence[str] | None = None,
 ) -> dict[str, str]:
     """Pointing game, mass in box and Jaccard per tap, and attention statistics; see module.
+
+    Args:
+      run: the trained run (`rundir.open_run`).
+      split, num_images, batch_size: the images scored; threshold: see `parse_threshold`.
+      out: output folder (default `<workdir>/analysis/`).
+      image_folder, image_folder_masks, image_folder_test_fraction: score the run's maps on
+        this image folder (and its masks) instead of the run's dataset; the files written are
+        then named after the folder (`localization_<folder>_<split>_step<N>.csv`).
+      method, layers: the maps scored (`inference.attention_maps`): "learned" (the model's
+        own), "gradcam" (at `layers`, default `posthoc.default_layers`) or "cam"; files of a
+        post-hoc method are named `..._<split>_<method>_step<N>...`.
 
     Returns:
       what -> path of each file written (CSVs, picture).
     """
-    if not run.config.model.num_taps:
-        raise ValueError("This run's model has no attention (model.num_taps=0): nothing to score.")
+    layers = None if layers is None else tuple(layers)
+    if method == "learned" and not _learned_map_names(run):
+        raise ValueError(
+            "This run's model sows no attention maps (model.num_taps=0, no self-attention): "
+            "nothing learned to score. Score its post-hoc maps with --method=gradcam (any model) "
+            "or --method=cam (plain ResNet)."
+        )
     out = epath.Path(out) if out else run.rundir.analysis_dir
-    pipeline = data.Pipeline.from_config(run.config)
+    data_config = analysis_config(
+        run.config,
+        image_folder=image_folder,
+        image_folder_masks=image_folder_masks,
+        image_folder_test_fraction=image_folder_test_fraction,
+    )
+    pipeline = data.Pipeline.from_config(data_config)
+    # Files of another dataset's analysis carry its name: `<folder>_test`, not `test`.
+    tag = f"{os.path.basename(os.path.normpath(image_folder))}_{split}" if image_folder else split
+    tag = tag if method == "learned" else f"{tag}_{method}"
     statistics, scores, first = localization_scores(
         pipeline,
         run.model,
@@ -215,48 +326,92 @@ def localization(
         num_images=num_images,
         batch_size=batch_size,
         threshold=threshold,
+        method=method,
+        layers=layers,
     )
     done = int(next(iter(statistics.values()))["count"])
     written = {}
     columns = ("entropy", "peak", "peak_to_mean", "near_zero_fraction", "uniform_fraction")
-    print(f"\nAttention statistics ({done} {split} images, step {run.step}):")
+    source = f"{image_folder} " if image_folder else ""
+    print(f"\nAttention statistics ({done} {source}{split} images, step {run.step}):")
     print(_table(statistics, columns, "tap"))
     written["statistics"] = _write_csv(
-        out / f"statistics_{split}_step{run.step}.csv", statistics, columns, "tap"
+        out / f"statistics_{tag}_step{run.step}.csv", statistics, columns, "tap"
     )
     if scores is not None:
-        truth = "segmentation masks" if pipeline.info.has_segmentation else "boxes"
+        if pipeline.info.has_box:
+            truth = "segmentation masks" if pipeline.info.has_segmentation else "boxes"
+        else:  # Masks only (an image folder): pointing and mass inside the mask too.
+            truth = "masks; pointing and mass inside the masks"
         print(
-            f"\nLocalization ({done} {split} images; Jaccard of the {threshold} "
+            f"\nLocalization ({done} {source}{split} images; Jaccard of the {threshold} "
             f"threshold against the {truth}):"
         )
         print(_table(scores, ("pointing", "mass", "jaccard"), "map"))
         written["localization"] = _write_csv(
-            out / f"localization_{split}_step{run.step}.csv",
+            out / f"localization_{tag}_step{run.step}.csv",
             scores,
             ("pointing", "mass", "jaccard"),
             "map",
         )
     else:
-        print(f"\n{run.config.dataset} has no ground-truth boxes: localization scores skipped.")
+        print(
+            f"\n{image_folder or data_config.dataset} has no ground-truth boxes or masks: "
+            "localization scores skipped."
+        )
+    # Another dataset's labels are not the model's classes: show the predictions only.
+    model_classes = None if image_folder else pipeline
     written["picture"] = _localization_picture(
-        pipeline, run, first, out / f"attention_{split}_step{run.step}.png"
+        pipeline,
+        run,
+        first,
+        out / f"attention_{tag}_step{run.step}.png",
+        model_classes,
+        method=method,
+        layers=layers,
     )
     return written
 
 
-def _localization_picture(pipeline: data.Pipeline, run: rundir.Run, batch, path) -> str:
-    """The first 16 images with their overlays (and boxes), as a PNG grid."""
+def _learned_map_names(run: rundir.Run) -> list[str]:
+    """Names of the maps the run's model sows (traced with `jax.eval_shape`, no compute)."""
+    size = run.config.image_size
+    images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    return list(jax.eval_shape(lambda x: forward(run.model, run.variables, x), images)["maps"])
+
+
+def _localization_picture(
+    pipeline: data.Pipeline,
+    run: rundir.Run,
+    batch,
+    path,
+    model_classes=None,
+    *,
+    method: str = "learned",
+    layers: tuple[str, ...] | None = None,
+) -> str:
+    """The first 16 images with their overlays (and boxes), as a PNG grid.
+
+    `model_classes`: the pipeline whose classes are the model's (labels shown), or None for
+    another dataset's images (the run's class names for the predictions, no labels).
+    """
     n = min(16, int(batch["mask"].sum()))
     images = jnp.asarray(batch["image"][:n])
-    result = forward_jit(run.model, run.variables, images)
+    logits, maps = predict_with_attention_jit(
+        run.model, run.variables, images, method=method, layers=layers
+    )
+    if model_classes is None:
+        labels = None
+        class_names = data.Pipeline.from_config(run.config, require_data=False).class_names
+    else:
+        labels, class_names = batch["label"][:n], model_classes.class_names
     return visualize.save_attention_grid(
         path,
         pipeline.denormalize(batch["image"][:n]),
-        {k: np.asarray(v) for k, v in upsample_maps(result["maps"], images.shape[1]).items()},
-        batch["label"][:n],
-        np.asarray(result["logits"].argmax(-1)),
-        pipeline.class_names,
+        {k: np.asarray(v) for k, v in maps.items()},
+        labels,
+        np.asarray(logits.argmax(-1)),
+        class_names,
         boxes=batch["box"][:n] if "box" in batch else None,
     )
 
@@ -335,6 +490,8 @@ def probe(
     num_images: int = -1,
     batch_size: int = 100,
     out: str | None = None,
+    image_folder: str = "",
+    image_folder_test_fraction: float = 0.0,
 ) -> dict[str, str]:
     """Descriptors of another dataset and a linear probe on each; see `features`.
 
@@ -342,26 +499,35 @@ def probe(
       run: the trained run; probe_dataset: the dataset to describe (default: the run's).
       probe_train_images: training images of the probe dataset (<= 0: all).
       split, num_images, batch_size, out: the probe's test split, as for `localization`.
+      image_folder, image_folder_test_fraction: describe this image folder instead (as the
+        config fields of the same names); files are then named after the folder.
     """
     out = epath.Path(out) if out else run.rundir.analysis_dir
-    probe_config = run.config.copy_and_resolve_references()
-    probe_config.dataset = probe_dataset or run.config.dataset
+    probe_config = analysis_config(
+        run.config,
+        dataset=probe_dataset,
+        image_folder=image_folder,
+        image_folder_test_fraction=image_folder_test_fraction,
+    )
     if probe_config.dataset not in data.DATASETS:
         raise ValueError(
             f"--probe_dataset={probe_config.dataset!r} is not a known dataset; use one of "
             f"{sorted(data.DATASETS)}."
         )
     pipeline = data.Pipeline.from_config(probe_config)
+    name = probe_config.dataset
+    if name == data.registry.IMAGE_FOLDER:
+        name = os.path.basename(os.path.normpath(probe_config.image_folder))
     exported = {}
     for which, num in (("train", probe_train_images), (split, num_images)):
         total = _split_total(pipeline, which, num)
-        print(f"descriptors of {total} {probe_config.dataset} {which} images", flush=True)
+        print(f"descriptors of {total} {name} {which} images", flush=True)
         exported[which] = features.export_features(
             run.model,
             run.variables,
             pipeline.eval_batches(which, num_examples=num, batch_size=batch_size),
         )
-        path = out / f"features_{probe_config.dataset}_{which}_step{run.step}.npz"
+        path = out / f"features_{name}_{which}_step{run.step}.npz"
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **exported[which])
         paths.write_bytes(path, buffer.getvalue())
@@ -369,14 +535,14 @@ def probe(
     accuracy = features.probe_all(exported["train"], exported[split])
     rows = {name: {"accuracy": value} for name, value in accuracy.items()}
     print(
-        f"\nLinear probe on {probe_config.dataset} (trained on {run.config.dataset}; "
+        f"\nLinear probe on {name} (trained on {run.config.dataset}; "
         f"{len(exported['train']['labels'])} train / {len(exported[split]['labels'])} "
         f"{split} images):"
     )
     print(_table(rows, ("accuracy",), "descriptor"))
     return {
         "table": _write_csv(
-            out / f"probe_{probe_config.dataset}_step{run.step}.csv",
+            out / f"probe_{name}_step{run.step}.csv",
             rows,
             ("accuracy",),
             "descriptor",
@@ -409,7 +575,14 @@ def main(argv: list[str]) -> None:
     if argv[1] == "localization":
         threshold = parse_threshold(_THRESHOLD.value)
         written = localization(
-            rundir.open_run(cli.WORKDIR.value, cli.STEP.value), threshold=threshold, **shared
+            rundir.open_run(cli.WORKDIR.value, cli.STEP.value),
+            threshold=threshold,
+            image_folder=_IMAGE_FOLDER.value,
+            image_folder_masks=_IMAGE_FOLDER_MASKS.value,
+            image_folder_test_fraction=_IMAGE_FOLDER_TEST_FRACTION.value,
+            method=cli.METHOD.value,
+            layers=cli.LAYERS.value,
+            **shared,
         )
     elif argv[1] == "robustness":
         epsilons = parse_epsilons(_EPSILONS.value)
@@ -426,6 +599,8 @@ def main(argv: list[str]) -> None:
             rundir.open_run(cli.WORKDIR.value, cli.STEP.value),
             probe_dataset=_PROBE_DATASET.value,
             probe_train_images=_PROBE_TRAIN.value,
+            image_folder=_IMAGE_FOLDER.value,
+            image_folder_test_fraction=_IMAGE_FOLDER_TEST_FRACTION.value,
             **shared,
         )
     for what, path in written.items():
@@ -453,6 +628,11 @@ def run() -> None:
             "compare",
             "probe_dataset",
             "probe_train_images",
+            "image_folder",
+            "image_folder_masks",
+            "image_folder_test_fraction",
+            "method",
+            "layers",
         ),
     )
 
