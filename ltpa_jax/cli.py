@@ -101,8 +101,8 @@ def import_tensorflow_quietly(argv: Sequence[str]) -> None:
             pass  # The data layer says what to install when it needs TF.
 
 
-TOOLS = ("ltpa-train", "ltpa-prepare", "ltpa-attend", "ltpa-analyze")
-TOOL_MODULES = ("main.py", "prepare.py", "attend.py", "analyze.py")
+TOOLS = ("ltpa-train", "ltpa-prepare", "ltpa-attend", "ltpa-analyze", "ltpa-compare")
+TOOL_MODULES = ("main.py", "prepare.py", "attend.py", "analyze.py", "compare.py")
 
 
 def _started_as_a_tool(argv0: str) -> bool:

@@ -187,3 +187,95 @@ def test_bad_inputs_raise_value_error(model, api, case):
     with pytest.raises(ValueError, match=message) as info:
         api(model, variables, images)
     assert offending in str(info.value)
+
+
+# --- Post-hoc maps through the same API (method=). -----------------------------------------------
+
+
+def test_gradcam_maps_come_from_the_same_api(model, variables, batch):
+    from ltpa_jax import inference, posthoc
+
+    def both(v, x):
+        logits, maps = inference.predict_with_attention(
+            model, v, x, method="gradcam", layers=("att3",)
+        )
+        return logits, maps, posthoc.grad_cam(model, v, x, layer="att3"), predict(model, v, x)
+
+    logits, maps, alone, plain_logits = jax.jit(both)(variables, batch)
+    np.testing.assert_allclose(logits, plain_logits, rtol=1e-5, atol=1e-6)
+    assert set(maps) == {"att3"} and maps["att3"].shape == (3, S, S)
+    upsampled = inference.upsample_maps({"att3": alone}, S)["att3"]  # [3, S/4, S/4] -> [3, S, S]
+    np.testing.assert_allclose(maps["att3"], upsampled, rtol=1e-4, atol=1e-7)
+    # Default layers: the VGG's three tap layers, at their resolutions.
+    shapes = jax.eval_shape(
+        lambda v, x: inference.attention_maps(model, v, x, method="gradcam", upsample=False),
+        variables,
+        batch,
+    )
+    assert {k: v.shape[1] for k, v in shapes.items()} == {"att1": S, "att2": S // 2, "att3": S // 4}
+
+
+def test_method_arguments_are_checked(model):
+    from ltpa_jax import inference
+
+    variables, images = _abstract_variables(model), jax.ShapeDtypeStruct((1, S, S, 3), jnp.float32)
+    with pytest.raises(ValueError, match="method='saliency' is not one of"):
+        jax.eval_shape(
+            lambda v, x: attention_maps(model, v, x, method="saliency"), variables, images
+        )
+    with pytest.raises(ValueError, match="is for method='gradcam'"):
+        jax.eval_shape(
+            lambda v, x: attention_maps(model, v, x, layers=("att3",)), variables, images
+        )
+    with pytest.raises(ValueError, match="CAM does not apply"):
+        jax.eval_shape(lambda v, x: attention_maps(model, v, x, method="cam"), variables, images)
+    from absl import flags
+
+    from ltpa_jax import cli
+
+    assert tuple(flags.FLAGS[cli.METHOD.name].parser.enum_values) == inference.METHODS
+
+
+def test_cam_of_the_plain_resnet_through_attention_maps():
+    from ltpa_jax import inference
+    from ltpa_jax.configs import default
+    from ltpa_jax.models import create_model
+
+    config = default.get_config()
+    config.model.update(backbone="resnet", depth=11, num_taps=0, width=1 / 4, num_classes=10)
+    resnet = create_model(config)
+    shapes = _abstract_variables(resnet)
+    images = jax.ShapeDtypeStruct((2, S, S, 3), jnp.float32)
+    maps = jax.eval_shape(
+        lambda v, x: inference.attention_maps(resnet, v, x, method="cam", upsample=False),
+        shapes,
+        images,
+    )
+    assert {k: v.shape for k, v in maps.items()} == {"cam": (2, S // 4, S // 4)}
+    grad = jax.eval_shape(
+        lambda v, x: inference.attention_maps(resnet, v, x, method="gradcam", upsample=False),
+        shapes,
+        images,
+    )
+    assert {k: v.shape for k, v in grad.items()} == {
+        "stage2_block1": (2, S // 2, S // 2),
+        "stage3_block1": (2, S // 4, S // 4),
+    }
+
+
+def test_sown_maps_of_submodules_are_named_by_their_path():
+    from ltpa_jax.inference import flatten_sown
+
+    sown = {
+        "att2": (1,),
+        "self_attention13": {"map": (2,)},
+        "stage3_block1": {"self_attention": {"map": (3,)}},
+        "two": {"a": (4,), "b": (5,)},
+    }
+    assert flatten_sown(sown) == {
+        "att2": 1,
+        "self_attention13": 2,
+        "stage3_block1/self_attention": 3,
+        "two/a": 4,
+        "two/b": 5,
+    }
