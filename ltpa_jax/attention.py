@@ -8,7 +8,8 @@ feature g of the network:
 * attended descriptor g_a = sum_i a_i l_i (softmax) or mean_i a_i l_i (sigmoid).
 
 `AttentionEstimator` holds the parameters (u, and the projection when the widths of l and g
-differ) and calls these functions.
+differ), laid out and initialised as the chosen preset's source does (`ltpa_jax.presets`),
+and calls these functions.
 """
 
 from typing import Literal, assert_never, get_args
@@ -16,6 +17,8 @@ from typing import Literal, assert_never, get_args
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from ltpa_jax import presets
 
 Compatibility = Literal["pc", "dp"]
 Normalization = Literal["softmax", "sigmoid"]
@@ -102,47 +105,79 @@ class AttentionEstimator(nn.Module):
     """One LTPA attention estimator: scores a tap's local features against g.
 
     When the widths of the local features (C_l) and of g (C_g) differ, `projection` says how
-    they are matched (spec section 2): "up" projects l to C_g with a 1x1 convolution without
-    bias (reference implementation; g_a is then computed over the projected features), "down"
-    maps g to C_l with a learned linear layer (paper and official code).
+    they are matched (spec section 2): "up" projects l to C_g with a 1x1 convolution (reference
+    implementation; g_a is then computed over the projected features), "down" maps g to C_l
+    with a learned linear layer (paper and official code).
+
+    The `preset` says whose layers these are:
+
+    * "reference" (SaoYan/LearnToPayAttention, blocks.py): the score 1x1 convolution C -> 1
+      (`u`) and the up-projection have no bias; every weight is Xavier-uniform with gain
+      sqrt(2) (its `weights_init_xavierUniform`). Its network has no down-projection; ours is a
+      linear layer initialised the same way.
+    * "official" (the Lua code, `3_level_atten_1global/1_vgg_atten.lua` and the
+      `_upprojecting` variant): the score convolution has a bias; before the projection, g goes
+      through BatchNorm1d-ReLU-Dropout(0.5) ("global_bn"), then a Linear C_g -> C_l (down,
+      Torch's default init) or is added to the l projected by a 1x1 convolution with bias (up);
+      convolutions are He-normal over the fan-out with zero bias (`MSRinit`; for `u`, whose
+      fan-out is 1, std sqrt(2)). A tap whose width equals g's uses g as it is.
 
     Attributes:
       compatibility: "pc" (parametrised, learns u) or "dp" (dot product, no parameters).
       normalization: "softmax" or "sigmoid".
       projection: "up" or "down", used only when C_l != C_g.
+      preset: "reference" or "official".
       dtype: computation dtype (e.g. jnp.bfloat16); parameters stay float32.
     """
 
     compatibility: Compatibility = "pc"
     normalization: Normalization = "softmax"
     projection: Projection = "up"
+    preset: presets.Preset = "reference"
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, local: jax.Array, global_: jax.Array) -> dict[str, jax.Array]:
+    def __call__(
+        self, local: jax.Array, global_: jax.Array, train: bool = False
+    ) -> dict[str, jax.Array]:
         """Estimates attention for one tap.
 
         Args:
           local: local features, [B, H, W, C_l].
           global_: global feature g, [B, C_g].
+          train: batch norm on batch statistics and dropout on (official preset only).
 
         Returns:
           A dict with "descriptor" g_a [B, C] (C = C_g for "up", C_l for "down"),
           "scores" c [B, H, W] and "attention" a [B, H, W] (float32).
         """
+        official = self.preset == "official"
+        conv_init = presets.conv_kernel_init(self.preset)
         c_local, c_global = local.shape[-1], global_.shape[-1]
         if c_local != c_global:
+            if official:
+                global_ = presets.batch_norm(train, self.dtype, name="global_bn")(global_)
+                global_ = nn.Dropout(0.5)(nn.relu(global_), deterministic=not train)
             if self.projection == "up":
                 local = nn.Conv(
-                    c_global, (1, 1), use_bias=False, dtype=self.dtype, name="project_local"
+                    c_global,
+                    (1, 1),
+                    use_bias=official,
+                    dtype=self.dtype,
+                    kernel_init=conv_init,
+                    name="project_local",
                 )(local)
             elif self.projection == "down":
-                global_ = nn.Dense(c_local, dtype=self.dtype, name="project_global")(global_)
+                global_ = presets.dense(
+                    c_local, c_global, self.preset, self.dtype, name="project_global"
+                )(global_)
             else:
                 assert_never(self.projection)
         if self.compatibility == "pc":
-            u = self.param("u", nn.initializers.lecun_normal(), (local.shape[-1], 1))[:, 0]
+            u = self.param("u", conv_init, (local.shape[-1], 1))[:, 0]
             scores = compatibility_pc(local, global_, u.astype(local.dtype))
+            if official:
+                scores = scores + self.param("u_bias", nn.initializers.zeros, (1,))[0]
         elif self.compatibility == "dp":
             scores = compatibility_dp(local, global_)
         else:

@@ -11,7 +11,7 @@ import functools
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -62,13 +62,47 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
+def schedule_steps_per_epoch(config: ml_collections.ConfigDict, steps_per_pass: int) -> int:
+    """Steps of one schedule epoch: `config.passes_per_epoch` passes over the training split.
+
+    The reference's 300 "epochs" are 3 augmented passes each (`passes_per_epoch=3`);
+    `num_epochs`, the decay epochs and `warmup_epochs` count these epochs.
+
+    Args:
+      config: the experiment config.
+      steps_per_pass: steps of one pass over the training split
+        (`data.Pipeline.steps_per_epoch`).
+    """
+    return steps_per_pass * config.passes_per_epoch
+
+
+def total_train_steps(config: ml_collections.ConfigDict, steps_per_pass: int) -> int:
+    """Steps of the whole run: `num_train_steps` if > 0, else `num_epochs` schedule epochs."""
+    if config.num_train_steps > 0:
+        return config.num_train_steps
+    return config.num_epochs * schedule_steps_per_epoch(config, steps_per_pass)
+
+
 def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int):
     """Step decay of the paper's recipes (spec section 6), with optional linear warm-up.
 
-    The rate is multiplied by `lr_decay_factor` at the end of each epoch in
-    `lr_decay_at_epochs` or, when that is empty, every `lr_decay_every_epochs` epochs. Decays
-    happen exactly at epoch boundaries (the reference's scheduler decays one epoch early).
+    The rate is multiplied by `lr_decay_factor` (or the matching `lr_decay_factors` entry) at
+    the end of each epoch in `lr_decay_at_epochs` or, when that is empty, every
+    `lr_decay_every_epochs` epochs. An
+    epoch is `config.passes_per_epoch` passes over the training split. Decays happen exactly
+    at epoch boundaries (a deliberate difference: the reference's scheduler, stepped at the
+    start of each epoch, decays one epoch early; a config that replicates it says so in its
+    decay epochs).
+
+    Args:
+      config: the experiment config.
+      steps_per_epoch: steps of one pass over the training split
+        (`data.Pipeline.steps_per_epoch`); multiplied here by `config.passes_per_epoch`.
+
+    Returns:
+      `schedule(step) -> learning rate` (pure; works on traced steps).
     """
+    steps_per_epoch = schedule_steps_per_epoch(config, steps_per_epoch)
     if config.lr_decay_at_epochs:
         epochs = sorted(float(e) for e in config.lr_decay_at_epochs)
     elif config.lr_decay_every_epochs > 0:
@@ -93,11 +127,52 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: i
     return lambda step: jnp.where(step < warmup_steps, warmup(step), schedule(step))
 
 
+class ResetAtDecayState(NamedTuple):
+    """State of `reset_at_decay`: the number of updates so far and the wrapped state."""
+
+    count: jax.Array  # int32 [], the index of the next update.
+    inner: optax.OptState
+
+
+def reset_at_decay(inner: optax.GradientTransformation, schedule) -> optax.GradientTransformation:
+    """Zeroes the state of `inner` (e.g. a momentum trace) at each step where the rate drops.
+
+    At update `t` with `schedule(t) < schedule(t - 1)` the wrapped state is set to zeros before
+    `inner` sees the gradient, so the first step at the lower rate starts a new momentum trace
+    from its own gradient, as the official ResNet code does (train_attenunit_2levels.lua makes
+    a new optim.sgd state at each drop). Pure: the count is part of the state, so a resumed run
+    resets at the same steps, and it works under `jax.jit`.
+    """
+
+    def init(params):
+        return ResetAtDecayState(jnp.zeros([], jnp.int32), inner.init(params))
+
+    def update(updates, state, params=None):
+        count = state.count
+        dropped = (count > 0) & (schedule(count) < schedule(jnp.maximum(count - 1, 0)))
+        inner_state = jax.tree.map(lambda x: jnp.where(dropped, jnp.zeros_like(x), x), state.inner)
+        updates, inner_state = inner.update(updates, inner_state, params)
+        return updates, ResetAtDecayState(optax.safe_increment(count), inner_state)
+
+    return optax.GradientTransformation(init, update)
+
+
 def create_optimizer(config: ml_collections.ConfigDict, schedule) -> optax.GradientTransformation:
-    """SGD with momentum and L2 weight decay added to the gradient (as torch.optim.SGD)."""
+    """SGD with momentum and L2 weight decay added to the gradient (as torch.optim.SGD).
+
+    With `config.reset_momentum_at_decay` the momentum trace is zeroed at each learning-rate
+    drop (`reset_at_decay`); without it the optimizer state is that of `optax.sgd`, as before.
+    """
+    if not config.reset_momentum_at_decay or config.momentum == 0:
+        return optax.chain(
+            optax.add_decayed_weights(config.weight_decay),
+            optax.sgd(schedule, momentum=config.momentum, nesterov=config.nesterov),
+        )
+    momentum = optax.trace(decay=config.momentum, nesterov=config.nesterov)
     return optax.chain(
         optax.add_decayed_weights(config.weight_decay),
-        optax.sgd(schedule, momentum=config.momentum, nesterov=config.nesterov),
+        reset_at_decay(momentum, schedule),
+        optax.scale_by_learning_rate(schedule),
     )
 
 
@@ -115,24 +190,66 @@ def create_train_state(
     )
 
 
-def train_step(state: TrainState, batch: dict, schedule) -> tuple[TrainState, TrainMetrics]:
+def dropout_key(seed: int, step: jax.Array) -> jax.Array:
+    """The dropout randomness of train step `step`: a function of (seed, step) only, so a run
+    killed and resumed from a checkpoint draws the same masks as one that was not."""
+    return jax.random.fold_in(jax.random.key(seed), step)
+
+
+def sample_key(seed: int, step: jax.Array) -> jax.Array:
+    """The "sample" randomness of train step `step` (RAM's glimpse locations): a function of
+    (seed, step) only, as `dropout_key`, from which it differs, so a resumed run draws the same."""
+    return jax.random.fold_in(dropout_key(seed, step), 1)
+
+
+def uses_own_loss(apply_fn) -> bool:
+    """Whether a model (`TrainState.apply_fn`, its bound `apply`) has its own training loss.
+
+    Such a model (AG-CNN, RAM) has a method `loss(images, labels, *, train) -> (per-example
+    loss [B], logits [B, K])` that `train_step` minimises instead of the cross-entropy of
+    its logits, with the same rngs ("dropout", "sample").
+    """
+    return callable(getattr(getattr(apply_fn, "__self__", None), "loss", None))
+
+
+def train_step(
+    state: TrainState, batch: dict, schedule, seed: int = 0
+) -> tuple[TrainState, TrainMetrics]:
     """One SGD step on a global batch.
 
     Args:
       state: replicated train state.
       batch: "image" [B, S, S, 3] float32, "label" [B] int32 (sharded along B).
       schedule: learning-rate schedule (for reporting only; the optimizer has its own copy).
+      seed: `config.seed`; dropout (the official preset) draws from `dropout_key(seed, step)`,
+        RAM's sampled locations from `sample_key(seed, step)`.
+
+    The loss is the cross-entropy of the logits, or the model's own (`uses_own_loss`).
 
     Returns:
       (new state, metrics of this batch).
     """
+    rngs = {"dropout": dropout_key(seed, state.step), "sample": sample_key(seed, state.step)}
 
     def loss_fn(params):
+        variables = {"params": params, "batch_stats": state.batch_stats}
+        if uses_own_loss(state.apply_fn):  # AG-CNN, RAM: the model family's own loss.
+            (losses, logits), updates = state.apply_fn(
+                variables,
+                batch["image"],
+                batch["label"],
+                train=True,
+                mutable=["batch_stats"],
+                rngs=rngs,
+                method="loss",
+            )
+            return losses.mean(), (logits, updates)
         logits, updates = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats},
+            variables,
             batch["image"],
             train=True,
             mutable=["batch_stats"],
+            rngs=rngs,
         )
         return cross_entropy(logits, batch["label"]).mean(), (logits, updates)
 
@@ -164,10 +281,11 @@ def create_mesh(devices=None) -> jax.sharding.Mesh:
     )
 
 
-def jit_steps(mesh: jax.sharding.Mesh, schedule):
+def jit_steps(mesh: jax.sharding.Mesh, schedule, seed: int = 0):
     """`train_step` and `eval_step` under `jax.jit`: batch sharded on "data", state replicated.
 
-    The train state argument is donated (its buffers are reused for the new state).
+    The train state argument is donated (its buffers are reused for the new state); `seed`
+    (`config.seed`) seeds the dropout of the train step.
 
     Returns:
       (train_step_fn, eval_step_fn), compiled at their first call.
@@ -175,7 +293,7 @@ def jit_steps(mesh: jax.sharding.Mesh, schedule):
     replicated = NamedSharding(mesh, P())
     data_sharding = NamedSharding(mesh, P("data"))
     train_step_fn = jax.jit(
-        functools.partial(train_step, schedule=schedule),
+        functools.partial(train_step, schedule=schedule, seed=seed),
         in_shardings=(replicated, data_sharding),
         out_shardings=(replicated, replicated),
         donate_argnums=0,
@@ -269,6 +387,7 @@ def draw_attention(config, pipeline, model, state, path) -> np.ndarray | None:
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
     images = jnp.asarray(batch["image"][:n])
     out = forward_jit(model, variables, images)
+    glimpses = getattr(model, "glimpse_locations", None)  # RAM: its glimpse paths, drawn too.
     path = visualize.save_attention_grid(
         path,
         pipeline.denormalize(batch["image"][:n]),
@@ -276,6 +395,8 @@ def draw_attention(config, pipeline, model, state, path) -> np.ndarray | None:
         batch["label"][:n],
         np.asarray(jnp.argmax(out["logits"], -1)),
         pipeline.class_names,
+        paths=None if glimpses is None else glimpses(variables, images),
+        path_patch=getattr(model, "glimpse_size", 0),
     )
     return visualize.read_png(path)
 
@@ -382,10 +503,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     pipeline = data.Pipeline.from_config(config)
     mesh = create_mesh()
     replicated, data_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    steps_per_epoch = pipeline.steps_per_epoch
-    total_steps = config.num_train_steps
-    if total_steps <= 0:
-        total_steps = config.num_epochs * steps_per_epoch
+    steps_per_epoch = pipeline.steps_per_epoch  # One pass over the training split.
+    total_steps = total_train_steps(config, steps_per_epoch)
     schedule = learning_rate_schedule(config, steps_per_epoch)
     model = create_model(config)
 
@@ -416,10 +535,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     param_count = sum(x.size for x in jax.tree.leaves(state.params))
     _say(
         f"{config.dataset}: {param_count:,} parameters, {total_steps} steps "
-        f"({steps_per_epoch} per epoch) on {jax.device_count()} {jax.devices()[0].platform} "
-        f"device(s); workdir {run_dir}"
+        f"({schedule_steps_per_epoch(config, steps_per_epoch)} per epoch) on "
+        f"{jax.device_count()} {jax.devices()[0].platform} device(s); workdir {run_dir}"
     )
-    train_step_fn, eval_step_fn = jit_steps(mesh, schedule)
+    train_step_fn, eval_step_fn = jit_steps(mesh, schedule, config.seed)
     on_device, eval_on_device = device_input(config, pipeline, mesh) or (None, None)
     report_progress = periodic_actions.ReportProgress(
         num_train_steps=total_steps, writer=writer, every_steps=config.log_every_steps
@@ -450,7 +569,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     k = config.steps_per_dispatch
     if on_device is not None:
         _say(f"Training batches made on the devices, {k} step(s) per dispatch.")
-        step_fn = functools.partial(train_step, schedule=schedule)
+        step_fn = functools.partial(train_step, schedule=schedule, seed=config.seed)
         run_steps = {n: on_device.jit_steps(step_fn, n) for n in {1, k}}
     else:
         batches = pipeline.train_batches(start_step=start_step)

@@ -33,7 +33,7 @@ from typing import Any, get_args
 import jax
 import ml_collections
 
-from ltpa_jax import attention
+from ltpa_jax import attention, presets
 from ltpa_jax.configs import default
 
 BASE_CONFIG_FILE = "ltpa_jax/configs/default.py"
@@ -296,6 +296,15 @@ _MODEL_RANGES = {
         "must be a finite number > 0 (1.0 = the paper's widths)",
         "1.0",
     ),
+    "squeeze_excitation": _Range(
+        lambda v: v >= 0, "must be >= 0 (0: off; else the SE reduction ratio r)", "16"
+    ),
+    "self_attention_kernel": _Range(
+        lambda v: v >= 0 and (v == 0 or v % 2 == 1),
+        "must be 0 (off) or an odd extent k (the k x k neighbourhood is centred on each position)",
+        "7",
+    ),
+    "self_attention_heads": _Range(lambda v: v >= 1, "must be at least 1 head", "8"),
 }
 
 
@@ -323,7 +332,7 @@ def _check_model(m: ml_collections.ConfigDict) -> None:
     from ltpa_jax.models import Backbone, conv, resnet, spec, vgg  # The models import this.
 
     path = "config.model"
-    _check_choice(f"{path}.preset", m.preset, spec.PRESETS)
+    _check_choice(f"{path}.preset", m.preset, presets.PRESETS)
     _check_choice(f"{path}.backbone", m.backbone, get_args(Backbone))
     _check_choice(f"{path}.compatibility", m.compatibility, attention.COMPATIBILITIES)
     _check_choice(f"{path}.normalization", m.normalization, attention.NORMALIZATIONS)
@@ -332,9 +341,11 @@ def _check_model(m: ml_collections.ConfigDict) -> None:
     _check_choice(f"{path}.tap_position", m.tap_position, spec.TAP_POSITIONS)
     _check_choice(f"{path}.conv_impl", m.conv_impl, conv.CONV_IMPLS)
     _check_ranges(m, _MODEL_RANGES, path)
+    _check_preset(m, path)
     if m.backbone in ("agcnn", "ram"):
         _check_other_mechanism(m, path)
         return
+    _check_self_attention(m, path)
     if m.backbone == "vgg":
         if not 0 <= m.num_taps <= len(vgg.TAP_NAMES):
             raise ConfigError(
@@ -417,6 +428,25 @@ def _check_other_mechanism(m: ml_collections.ConfigDict, path: str) -> None:
                 f"{path}.{field}={m[field]} is not possible for {path}.backbone="
                 f"{m.backbone!r} (a block of the VGG and the ResNet only); use --{path}.{field}=0."
             )
+
+
+def _check_self_attention(m: ml_collections.ConfigDict, path: str) -> None:
+    """The layers that self-attention replaces split into heads of an even width."""
+    if not m.self_attention_kernel:
+        return
+    from ltpa_jax.models import resnet, vgg  # The models import this module.
+
+    replaced = vgg.STAGES[-1][0][0] if m.backbone == "vgg" else resnet.STAGE_WIDTHS[-1]
+    channels = vgg.scaled(replaced, m.width)
+    if channels % (2 * m.self_attention_heads):
+        fits = [h for h in (8, 4, 2, 1) if channels % (2 * h) == 0]
+        raise ConfigError(
+            f"{path}.self_attention_heads={m.self_attention_heads} does not divide the "
+            f"{channels} channels of the self-attention layers ({path}.backbone="
+            f"{m.backbone!r}, width {m.width}) into heads of an even width (half for the row "
+            "offsets, half for the columns); use "
+            + (f"--{path}.self_attention_heads={fits[0]}." if fits else "a larger model.width.")
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 Full-size networks are only traced (`jax.eval_shape`, no compute); everything that runs uses a
 ResNet-11 (one bottleneck per stage) at width 1/4 with tiny batches, on two slow CPU cores.
+The RN configs build the official preset (the Lua RN-att2); the structural tests here build
+ours, the reference preset, unless they say otherwise (the official layers: tests/test_presets.py).
 """
 
 import functools
@@ -24,6 +26,7 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 def _config(base=cifar100_rn_att2, **model_overrides):
     config = base.get_config()
+    model_overrides.setdefault("preset", "reference")
     for field, value in model_overrides.items():
         config.model[field] = value
     return config
@@ -80,12 +83,21 @@ def _images(batch: int, seed: int = 0) -> jax.Array:
 #            + Linear(256, 256) 65,792 = 656,128; estimators: u 128 + u 256 + project_global
 #            Linear(256, 128) 32,896 = 33,280; classifier Linear(128 + 256, C) = 384C + C.
 # Plain ResNet-164 on CIFAR-10, 1,703,258, is the usual count of this network.
+# The official preset (the Lua RN-att2, what the RN configs build) differs from ours by: no BN on
+# the stage-2 tap (-256), a bias on g's conv (+256), BatchNorm1d(256) on g before the
+# down-projection (+512), a bias on each score convolution (+2), BatchNorm1d on each g_a
+# (128 + 256: +768): +1,282 (derived layer by layer from the Lua files in tests/test_presets.py).
+# The plain networks have the same parameters in both presets.
 PARAM_COUNTS = [
-    # (config module, num_classes, trainable parameters)
-    (cifar100_rn_att2, 100, 2_428_852),  # 432 + 1,699,744 + 512 + 256 + 656,128 + 33,280 + 38,500
-    (cifar10_rn_att2, 10, 2_394_202),  # 432 + 1,699,744 + 512 + 256 + 656,128 + 33,280 + 3,850
-    (cifar100_rn164, 100, 1_726_388),  # 432 + 1,699,744 + 512 + 25,700
-    (cifar100_rn164, 10, 1_703_258),  # 432 + 1,699,744 + 512 + 2,570
+    # (config module, num_classes, preset, trainable parameters)
+    # 432 + 1,699,744 + 512 + 256 + 656,128 + 33,280 + 38,500
+    (cifar100_rn_att2, 100, "reference", 2_428_852),
+    # 432 + 1,699,744 + 512 + 256 + 656,128 + 33,280 + 3,850
+    (cifar10_rn_att2, 10, "reference", 2_394_202),
+    (cifar100_rn_att2, 100, "official", 2_428_852 + 1_282),
+    (cifar10_rn_att2, 10, "official", 2_394_202 + 1_282),
+    (cifar100_rn164, 100, "official", 1_726_388),  # 432 + 1,699,744 + 512 + 25,700
+    (cifar100_rn164, 10, "official", 1_703_258),  # 432 + 1,699,744 + 512 + 2,570
 ]
 
 
@@ -102,13 +114,13 @@ def test_block_parameters_decompose_as_documented():
 
 
 @pytest.mark.parametrize(
-    "module, num_classes, expected",
+    "module, num_classes, preset, expected",
     PARAM_COUNTS,
-    ids=[f"{m.__name__.split('.')[-1]}-{c}classes" for m, c, _ in PARAM_COUNTS],
+    ids=[f"{m.__name__.split('.')[-1]}-{c}classes-{p}" for m, c, p, _ in PARAM_COUNTS],
 )
-def test_parameter_count_of_full_size_resnet_164(module, num_classes, expected):
+def test_parameter_count_of_full_size_resnet_164(module, num_classes, preset, expected):
     config = module.get_config()
-    config.model.num_classes = num_classes
+    config.model.num_classes, config.model.preset = num_classes, preset
     params = _abstract_variables(create_model(config))["params"]
     assert _num_params(params) == expected
 
@@ -133,6 +145,7 @@ VARIANTS = [
     dict(num_taps=0),  # plain ResNet
     dict(num_taps=2),  # RN-att2-concat-pc, softmax, g projected down
     dict(num_taps=1, compatibility="dp", normalization="sigmoid", head="indep", projection="up"),
+    dict(num_taps=2, preset="official"),  # The Lua RN-att2: dropout, BN on g and on each g_a.
 ]
 
 
@@ -150,6 +163,7 @@ def test_variant_runs_forward_and_backward_under_jit(overrides):
             images,
             train=True,
             mutable=["batch_stats"],
+            rngs={"dropout": jax.random.key(0)},
         )
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
         return loss, (logits, state["batch_stats"])
@@ -271,6 +285,7 @@ def test_resnet_configs_carry_the_official_recipe():
             (60, 120, 160),
         )
         assert (c.momentum, c.nesterov, c.weight_decay) == (0.9, True, 5e-4)
+        assert (c.model.preset, c.reset_momentum_at_decay) == ("official", True)
         assert (c.crop_padding, c.crop_padding_mode) == (4, "reflect")
     assert cifar100_rn164.get_config().model.num_taps == 0
     assert cifar10_rn_att2.get_config().model.num_classes == 10

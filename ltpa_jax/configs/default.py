@@ -33,11 +33,18 @@ def get_model_config() -> ml_collections.ConfigDict:
         "up"  # Width mismatch of L1 vs g: "up" (1x1 conv L1 -> 512) or "down" (g -> 256).
     )
     m.head = (
-        "concat"  # "concat": one classifier on all g_a; "indep": one per g_a, log-probs averaged.
+        "concat"  # "concat": one classifier on all g_a; "indep": one per g_a, summed (official).
     )
     m.batch_norm = True  # Batch norm after every conv (the paper's networks use it).
     # "xla", "matmul" (im2col), "winograd" (fastest on CPU), "auto" (winograd on CPU only).
     m.conv_impl = "auto"
+    # Squeeze-and-excitation (ltpa_jax/models/se.py): 0 = off, else the reduction ratio r of an
+    # SE block after each layer of the VGG's five stages / in every ResNet bottleneck (paper: 16).
+    m.squeeze_excitation = 0
+    # Local self-attention (ltpa_jax/models/local_attention.py): 0 = off, else the k x k extent
+    # of the layers that replace the VGG's stage-5 convs / the ResNet's stage-3 3x3 convs.
+    m.self_attention_kernel = 0
+    m.self_attention_heads = 8  # Heads of those layers (channels must be a multiple of 2x this).
     # AG-CNN, backbone "agcnn" (ltpa_jax/models/agcnn.py): global branch, crop, local branch.
     m.agcnn_threshold = 0.7  # Heat-map threshold in [0, 1) of the crop mask (the paper: 0.7).
     m.agcnn_crop_size = 0  # Side of the resized crop (a multiple of 4); 0 = the input's side.

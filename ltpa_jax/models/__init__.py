@@ -21,8 +21,12 @@ Backbone = Literal["vgg", "resnet", "agcnn", "ram"]
 
 # Each backbone from its own fields of the model section and the fields all backbones share.
 BACKBONES: dict[Backbone, Callable[..., nn.Module]] = {
-    "vgg": lambda m, **shared: VGGAtt(batch_norm=m.batch_norm, **shared),
-    "resnet": lambda m, **shared: PreActResNetAtt(depth=m.depth, **shared),
+    "vgg": lambda m, **shared: VGGAtt(
+        batch_norm=m.batch_norm, preset=m.preset, **_blocks(m), **shared
+    ),
+    "resnet": lambda m, **shared: PreActResNetAtt(
+        depth=m.depth, preset=m.preset, **_blocks(m), **shared
+    ),
     # Other attention mechanisms (issue 17); they read no attention, remat or preset field.
     "agcnn": lambda m, **shared: AGCNN(
         num_classes=shared["num_classes"],
@@ -42,6 +46,16 @@ BACKBONES: dict[Backbone, Callable[..., nn.Module]] = {
         dtype=shared["dtype"],
     ),
 }
+
+
+def _blocks(m: ml_collections.ConfigDict) -> dict:
+    """The optional blocks of the VGG and the ResNet: squeeze-and-excitation (models/se.py)
+    and local self-attention (models/local_attention.py)."""
+    return dict(
+        squeeze_excitation=m.squeeze_excitation,
+        self_attention_kernel=m.self_attention_kernel,
+        self_attention_heads=m.self_attention_heads,
+    )
 
 
 def uses_bfloat16(config: ml_collections.ConfigDict) -> bool:

@@ -13,10 +13,8 @@ import ml_collections
 
 from ltpa_jax.attention import Compatibility, Normalization, Projection
 
-Preset = Literal["reference", "official"]
 Head = Literal["concat", "indep"]
 TapPosition = Literal["before", "after"]
-PRESETS: tuple[str, ...] = get_args(Preset)
 HEADS: tuple[str, ...] = get_args(Head)
 TAP_POSITIONS: tuple[str, ...] = get_args(TapPosition)
 
@@ -35,7 +33,8 @@ class AttentionSpec:
       projection: how a tap whose width differs from g's is matched to it: "up" (1x1 conv of the
         local features to g's width) or "down" (g mapped to the tap's width).
       head: "concat" (one classifier on the concatenated g_a) or "indep" (one per g_a, their
-        log-softmax outputs averaged).
+        predictions summed as the official code does: log-softmax outputs for one or two
+        taps, raw logits for three; `heads.combine_indep`).
     """
 
     num_taps: int = 3
