@@ -54,6 +54,8 @@ def make_folder(root: Path, *, split_folders: bool = True, masks: bool = True) -
             mask_dir.mkdir(parents=True, exist_ok=True)
             for i in range(count):
                 stem = f"{split}_{i}"
+                if split == "train" and label == 2 and i == 3:
+                    stem += "_émeu"  # Any file name: not only ASCII.
                 if split == "test" and label == 1 and i == 1:  # A JPEG of another size.
                     Image.fromarray(_image(label, 50 + i)).resize((40, 30)).save(
                         image_dir / f"{stem}.jpg", quality=95
@@ -112,6 +114,8 @@ def test_train_and_test_sub_folders_give_the_classes_splits_and_masks(folder):
     assert info.num_classes == 0  # The template: the folder decides.
     resolved = scanned.dataset_info(info)
     assert resolved.num_classes == 3 and resolved.has_segmentation and not resolved.has_box
+    assert data.dataset_info(folder_config(folder)) == resolved
+    assert data.dataset_info(override(folder_config(folder), dataset="cifar10")).num_classes == 10
 
 
 def test_a_fraction_splits_each_class_the_same_way_every_time(tmp_path):

@@ -125,16 +125,14 @@ class ImageFolder:
             foreground, 0 elsewhere.
         """
         part = self.split(split)
-        columns = {
-            "file": np.asarray(part.files[start:end], dtype=object).astype(bytes),
+        columns = {  # Paths as UTF-8 strings (any file name), decoded back in _decode_*.
+            "file": tf.constant(list(part.files[start:end]), tf.string, shape=[end - start]),
             "label": np.asarray(part.labels[start:end], np.int32),
         }
         if self.has_masks:
-            columns["mask_file"] = np.asarray(part.masks[start:end], dtype=object).astype(bytes)
-        if end <= start:  # from_tensor_slices cannot infer the element shape of empty columns.
-            columns["file"] = np.zeros((0,), dtype="S1")
-            if self.has_masks:
-                columns["mask_file"] = np.zeros((0,), dtype="S1")
+            columns["mask_file"] = tf.constant(
+                list(part.masks[start:end]), tf.string, shape=[end - start]
+            )
         ds = tf.data.Dataset.from_tensor_slices(columns)
 
         def decode(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
