@@ -121,3 +121,33 @@ def test_generation_is_fast_enough():
     start = time.perf_counter()
     cluttered_digits.make_split("train", 2000, SIZE, seed=0)
     assert time.perf_counter() - start < 5.0  # ~0.6 s on 2 slow cores; 10,000 take ~3 s.
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_shifted_split_has_sizes_and_clutter_outside_the_training_range(size):
+    plain = cluttered_digits.make_split("test", 300, size, seed=0, clutter=False)
+    test = cluttered_digits.make_split("test", 300, size, seed=0)
+    shifted_plain = cluttered_digits.make_split("test_shifted", 300, size, seed=0, clutter=False)
+    shifted = cluttered_digits.make_split("test_shifted", 300, size, seed=0)
+    # The test split's source digits, the same classes.
+    test_sources = set(cluttered_digits.source_indices("test"))
+    assert set(shifted["source_index"]) <= test_sources
+    assert set(shifted["label"]) == set(range(10))
+    # Target sides outside the training range: about half smaller, half larger (ink boxes).
+    (low, high), _ = cluttered_digits.sizes(size)
+    small, large = cluttered_digits.shifted_sizes(size)
+    assert small[1] < low and large[0] > high
+    side = shifted["box"][:, 2] - shifted["box"][:, 0]
+    test_side = test["box"][:, 2] - test["box"][:, 0]
+    assert test_side.min() >= low * 0.6 and test_side.max() <= high
+    assert (side < low * 0.999).mean() > 0.3 and (side > high).mean() > 0.3
+
+    # Denser clutter: more ink outside the target's box than the test split has.
+    def clutter(split, split_plain):
+        extra = split["image"][..., 0].astype(int) - split_plain["image"][..., 0].astype(int)
+        return (extra > 64).mean()
+
+    assert clutter(shifted, shifted_plain) > 1.3 * clutter(test, plain)
+    # The train and test splits are not changed by the third one.
+    again = cluttered_digits.make_split("test", 300, size, seed=0)
+    np.testing.assert_array_equal(again["image"], test["image"])

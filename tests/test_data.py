@@ -92,6 +92,7 @@ def test_registry_classes_and_flips():
         "svhn_cropped": 10,
         "caltech_birds2011": 200,
         "cluttered_digits": 10,
+        "cluttered_digits_shifted": 10,
         "stl10": 10,
         "caltech101": 102,
         "image_folder": 0,  # The folder decides (data.dataset_info).
@@ -103,6 +104,7 @@ def test_registry_classes_and_flips():
     sources = {n: i.source for n, i in data.DATASETS.items() if i.source != "tfds"}
     assert sources == {
         "cluttered_digits": "generated",
+        "cluttered_digits_shifted": "generated",
         "image_folder": "image_folder",
     }
 

@@ -12,6 +12,13 @@ Everything is plain NumPy and deterministic by seed. The train and test splits d
 and fragment digits from disjoint subsets of the 1797 source images (a fixed 80/20 partition that
 does not depend on the seed), so test images never reuse a training digit.
 
+A third split, "test_shifted", is a test set outside the training distribution: the test
+split's source digits, but target digits smaller (14-18 px) or larger (30-36 px) than any in
+training (20-28 px on a 64 px canvas; scaled likewise on smaller ones) and more clutter (9-16
+fragments on a 64x64 canvas against 4-8). It is the test split of the registry's
+"cluttered_digits_shifted": a model trained on cluttered_digits and evaluated there shows
+whether its attention generalises.
+
 Example:
     >>> data = make_split("train", num_examples=1000, image_size=64, seed=0)
     >>> data["image"].shape, data["label"].shape, data["box"].shape
@@ -24,7 +31,8 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 NUM_CLASSES = 10
-SPLITS = ("train", "test")
+SHIFTED_SPLIT = "test_shifted"
+SPLITS = ("train", "test", SHIFTED_SPLIT)
 
 SOURCE_SIZE = 8  # Side of a scikit-learn digit, in pixels.
 # Sizes on canvases of 64 px or more; smaller canvases scale them by image_size / 64.
@@ -37,6 +45,11 @@ FRAGMENTS_PER_64X64 = 8  # Most fragments on a 64x64 canvas; scales with the can
 TEST_FRACTION = 0.2  # Fraction of the source digits reserved for the test split.
 INK_THRESHOLD = 0.25  # Source pixels above this (in [0, 1]) count as ink.
 NOISE_STD = 0.02  # Standard deviation of the additive Gaussian noise, in [0, 1] units.
+# The shifted test split: target sides outside [MIN_DIGIT_SIZE, MAX_DIGIT_SIZE] (half of the
+# images each), and fragments from just above the training's most up to this many times it.
+SHIFTED_SMALL_DIGIT_SIZES = (14, 18)
+SHIFTED_LARGE_DIGIT_SIZES = (30, 36)
+SHIFTED_CLUTTER_FACTOR = 2
 
 _SOURCE_PARTITION_SEED = 20180430  # Fixed: the train/test partition never depends on `seed`.
 _TARGET_MARGIN = 2  # Fragments keep this many pixels away from the target's square.
@@ -75,7 +88,7 @@ def source_indices(split: str) -> np.ndarray:
     num_digits = len(_source_digits()[1])
     order = np.random.default_rng(_SOURCE_PARTITION_SEED).permutation(num_digits)
     num_test = int(round(num_digits * TEST_FRACTION))
-    chosen = order[num_test:] if split == "train" else order[:num_test]
+    chosen = order[num_test:] if split == "train" else order[:num_test]  # Both test splits.
     return np.sort(chosen)
 
 
@@ -92,13 +105,24 @@ def num_fragments(image_size: int) -> int:
     return max(2, int(round(FRAGMENTS_PER_64X64 * (image_size / 64) ** 2)))
 
 
+def shifted_sizes(image_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(min, max) side of the small and of the large targets of the shifted test split."""
+    scale = min(1.0, image_size / 64)
+    small, large = SHIFTED_SMALL_DIGIT_SIZES, SHIFTED_LARGE_DIGIT_SIZES
+    return (
+        (round(small[0] * scale), round(small[1] * scale)),
+        (round(large[0] * scale), round(large[1] * scale)),
+    )
+
+
 def make_split(
     split: str, num_examples: int, image_size: int, seed: int, *, clutter: bool = True
 ) -> dict[str, np.ndarray]:
     """Generates `num_examples` cluttered-digit images of one split.
 
     Args:
-        split: "train" or "test" (disjoint source digits).
+        split: "train", "test" (disjoint source digits) or "test_shifted" (the test digits,
+            sizes and clutter outside the training range, see the module).
         num_examples: Number of images N to generate (>= 0).
         image_size: Canvas side S in pixels (>= `MIN_IMAGE_SIZE`).
         seed: Seeds every random choice; the same arguments give the same arrays.
@@ -134,14 +158,26 @@ def make_split(
     # Target: which digit, how large, where.
     target_pos = rng.integers(0, len(pool), n)
     target_src = pool[target_pos]
-    size = rng.integers(digit_sizes[0], digit_sizes[1] + 1, n)
+    if split == SHIFTED_SPLIT:
+        small, large = shifted_sizes(s)
+        size = np.where(
+            rng.random(n) < 0.5,
+            rng.integers(small[0], small[1] + 1, n),
+            rng.integers(large[0], large[1] + 1, n),
+        )
+    else:
+        size = rng.integers(digit_sizes[0], digit_sizes[1] + 1, n)
     top = rng.integers(0, s - size + 1)
     left = rng.integers(0, s - size + 1)
     target_gain = rng.uniform(0.9, 1.0, n).astype(np.float32)
 
     # Fragments: [N, K] draws, always made so that `clutter` does not change the targets.
     k = num_fragments(s)
-    active = np.arange(k)[None, :] < rng.integers(k // 2, k + 1, n)[:, None]
+    if split == SHIFTED_SPLIT:
+        low, k = k + 1, SHIFTED_CLUTTER_FACTOR * k
+    else:
+        low = k // 2
+    active = np.arange(k)[None, :] < rng.integers(low, k + 1, n)[:, None]
     frag_src = pool[(target_pos[:, None] + rng.integers(1, len(pool), (n, k))) % len(pool)]
     frag_digit = rng.integers(digit_sizes[0], digit_sizes[1] + 1, (n, k))
     frag = rng.integers(fragment_sizes[0], fragment_sizes[1] + 1, (n, k))

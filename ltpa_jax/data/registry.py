@@ -141,6 +141,21 @@ DATASETS: Mapping[str, DatasetInfo] = {
             has_box=True,
             source="generated",
         ),
+        # The same training split; the test split has target sizes and clutter outside the
+        # training range (cluttered_digits.SHIFTED_SPLIT): evaluate a cluttered_digits run here.
+        DatasetInfo(
+            name="cluttered_digits_shifted",
+            tfds_name=None,
+            train_split="train",
+            test_split=cluttered_digits.SHIFTED_SPLIT,
+            num_classes=cluttered_digits.NUM_CLASSES,
+            mean=_DIGITS_MEAN,
+            std=_DIGITS_STD,
+            flip=False,
+            augmentation="none",
+            has_box=True,
+            source="generated",
+        ),
         # The paper's cross-domain datasets that TFDS has. STL-10: 96x96, 5,000 labelled
         # training and 8,000 test images (its 100,000 unlabelled ones are not read).
         DatasetInfo(
