@@ -2,6 +2,7 @@
 
 import glob
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,7 @@ import scipy.ndimage
 from conftest import override
 
 from configs import digits_agcnn
-from ltpa_jax import checkpointing, inference, localization, rundir, train
+from ltpa_jax import checkpointing, inference, localization, rundir, train, validation
 from ltpa_jax.models import agcnn
 
 
@@ -186,3 +187,16 @@ def test_agcnn_trains_resumes_exactly_after_a_kill_and_its_maps_go_through_the_a
     expected = sum(train.cross_entropy(v, labels) for v in branches.values()) / 3
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
     np.testing.assert_allclose(logits, branches["fusion"], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"model.agcnn_threshold": 1.0}, "agcnn_threshold=1.0 must be in [0, 1)"),
+        ({"model.agcnn_crop_size": 30}, "agcnn_crop_size=30 must be 0"),
+        ({"model.squeeze_excitation": 16}, "not possible for config.model.backbone='agcnn'"),
+    ],
+)
+def test_impossible_agcnn_fields_are_refused_with_their_name(fields, message):
+    with pytest.raises(validation.ConfigError, match=re.escape(message)):
+        validation.check_config(override(digits_agcnn.get_config(), **fields))

@@ -150,7 +150,7 @@ def test_value_outside_the_choices_is_refused_listing_them(field, value):
         ("model.head", "vote", ("concat", "indep")),
         ("model.tap_position", "middle", ("before", "after")),
         ("model.conv_impl", "fft", ("auto", "xla", "matmul", "winograd")),
-        ("model.backbone", "alexnet", ("vgg", "resnet")),
+        ("model.backbone", "alexnet", ("vgg", "resnet", "agcnn", "ram")),
     ],
 )
 def test_choices_are_the_values_the_modules_take(field, value, choices):
