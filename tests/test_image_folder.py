@@ -291,6 +291,7 @@ def workdir(folder, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_run_on_the_folder_attends_scores_masks_and_probes(workdir, folder, tmp_path):
     run = rundir.open_run(str(workdir))
     assert run.step == 2 and run.config.image_folder == str(folder / "images")
