@@ -135,7 +135,11 @@ def test_localization_on_mock_cub_scores_against_segmentation_masks():
     )
     for name in scores:
         for key in ("pointing", "mass", "jaccard", "count"):
-            assert scores[name][key] == pytest.approx(expected[name][key], abs=1e-5)
+            # The untrained maps are nearly uniform, so Otsu's threshold on the combined map sits
+            # where a float32 rounding of another compiled program moves a pixel across it
+            # (seen: 0.376938 vs 0.376915, one pixel of the 8 masks): 1e-4 for the Jaccard.
+            tolerance = 1e-4 if key == "jaccard" else 1e-5
+            assert scores[name][key] == pytest.approx(expected[name][key], abs=tolerance)
 
 
 @pytest.mark.slow
