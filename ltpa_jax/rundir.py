@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
+from ltpa_jax.configs import default
 from ltpa_jax.paths import as_path, require_checkpoint_support
 
 CONFIG_FILE = "config.json"
@@ -57,6 +58,8 @@ CHECKPOINT_FIELDS = (
     "model.projection",
     "model.head",
     "model.batch_norm",
+    "model.preset",  # Other layers (and, for the plain ResNet, the same parameter tree).
+    "reset_momentum_at_decay",  # Another optimizer state.
 )
 
 
@@ -164,7 +167,10 @@ class RunDir:
         """
         if not self.has_config():
             return
+        # A field newer than the workdir's config.json held its default in that run.
+        defaults = flat_config(default.get_config())
         old, new = flat_config(self.read_config()), flat_config(config)
+        old = {**{f: defaults.get(f) for f in CHECKPOINT_FIELDS}, **old}
         differing = [f for f in CHECKPOINT_FIELDS if old.get(f) != new.get(f)]
         if differing:
             changes = ", ".join(f"config.{f}: {old.get(f)!r} -> {new.get(f)!r}" for f in differing)

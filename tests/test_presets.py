@@ -7,6 +7,7 @@ tests/test_models.py (spec section 4); the official ones here, derived from the 
 """
 
 import functools
+import json
 
 import flax.linen as nn
 import jax
@@ -17,7 +18,7 @@ import pytest
 from conftest import override
 
 from configs import smoke
-from ltpa_jax import checkpointing, train, validation
+from ltpa_jax import checkpointing, rundir, train, validation
 from ltpa_jax.configs import default
 from ltpa_jax.models import AttentionSpec, create_model, heads
 
@@ -439,3 +440,16 @@ def test_preset_fields_are_validated_naming_field_value_and_fix(fields, message)
     with pytest.raises(validation.ConfigError, match=message) as error:
         validation.check_config(override(default.get_config(), **fields))
     assert "--config." in str(error.value)  # The fix, as a flag.
+
+
+def test_a_workdir_from_before_the_presets_resumes_as_reference_and_refuses_official(tmp_path):
+    config = smoke.get_config()
+    run_dir = rundir.RunDir.at(str(tmp_path))
+    run_dir.create()
+    old = json.loads(config.to_json_best_effort())  # A config.json written before issue 15.
+    del old["model"]["preset"], old["reset_momentum_at_decay"], old["passes_per_epoch"]
+    run_dir.config_file.write_text(json.dumps(old))
+    run_dir.check_compatible(config)  # Its defaults: the reference preset, no reset.
+    for field, value in (("model.preset", "official"), ("reset_momentum_at_decay", True)):
+        with pytest.raises(rundir.RunDirError, match=f"config.{field}: .* -> {value!r}"):
+            run_dir.check_compatible(override(smoke.get_config(), **{field: value}))
