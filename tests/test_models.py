@@ -122,7 +122,7 @@ def test_default_config_is_the_reference_preset():
     m = default.get_config().model
     assert (m.backbone, m.num_taps, m.compatibility, m.normalization) == ("vgg", 3, "pc", "softmax")
     assert (m.tap_position, m.projection, m.head, m.batch_norm) == ("before", "up", "concat", True)
-    assert m.width == 1.0
+    assert (m.width, m.preset) == (1.0, "reference")
 
 
 @pytest.mark.parametrize("size, kernel", [(32, 1), (64, 2), (224, 7)])
