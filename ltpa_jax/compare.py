@@ -1,13 +1,13 @@
 """ltpa-compare: every attention mechanism trained on cluttered digits with one budget, one table.
 
-    ltpa-compare --out=/tmp/ltpa/compare                       # all mechanisms (~25 min, 2 cores)
+    ltpa-compare --out=/tmp/ltpa/compare      # all mechanisms (20 min on 2 loaded cores)
     ltpa-compare --out=/tmp/ltpa/compare --mechanisms=ltpa,se --steps=50
 
 Each mechanism is a config file of the repository's `configs/` folder (`MECHANISMS`): LTPA's
 learned attention, the plain VGG explained by Grad-CAM, squeeze-and-excitation, local
 self-attention, AG-CNN and RAM. Every one is trained in `<out>/<mechanism>/` by the standard loop
-(`train.train_and_evaluate`) with the same budget: `--steps` steps of `--batch_size` images, one
-epoch of fresh cluttered digits (so each config's schedule, warm-up and decay, runs in full),
+(`train.train_and_evaluate`) with the same budget: `--steps` steps of `--train_batch_size` images,
+one epoch of fresh cluttered digits (each config's schedule, warm-up and decay, runs in full),
 the same seed and test images. Then, for each mechanism and each of its map methods
 (`inference.attention_maps(method=...)`: the maps it learned, and Grad-CAM's where the
 network has the layers), over the test split and over the **shifted** test split
@@ -16,7 +16,8 @@ top-1 accuracy and, per map, the pointing game and the attention mass in the box
 (`ltpa_jax.localization`). The train-step time is the mean of the run's own steps after
 compilation (its last progress line), all runs in this one process on this machine.
 
-The table is printed as Markdown and written to `<out>/comparison.md` (and `.json`). A rerun
+The table is printed as Markdown and written to `<out>/comparison.md` (and `.json`; `--out`
+defaults to /tmp/ltpa/compare). A rerun
 resumes: finished runs are not trained again (their step time is read back from
 `<out>/<mechanism>/compare.json`). A mechanism whose config file does not exist is shown as
 missing; one that fails is shown with its error, and the others go on.
