@@ -166,6 +166,14 @@ def test_ram_trains_resumes_exactly_after_a_kill_and_its_glimpses_go_through_the
         return run.model.apply(params, images, labels, method="loss", rngs=rngs)[0]
 
     assert loss(0).shape == (2,)
+    out = run.model.apply(
+        params, images, True, method="episode", rngs={"sample": jax.random.key(0)}
+    )
+    rewards = (out["logits"].argmax(-1) == labels).astype(jnp.float32)
+    policy = ram.reinforce_loss(out["log_probs"], out["baselines"], rewards)
+    policy += ram.baseline_loss(out["baselines"], rewards)
+    expected = train.cross_entropy(out["logits"], labels) + policy / 2  # T - 1 = 2 decisions.
+    np.testing.assert_allclose(loss(0), expected, rtol=1e-5)
     assert not np.allclose(loss(0), loss(1))
     np.testing.assert_allclose(loss(0), loss(0))
     assert train.uses_own_loss(run.model.apply) and not train.uses_own_loss(lambda: None)
