@@ -292,6 +292,7 @@ def draw_path(ax, path: np.ndarray, patch: float = 0) -> None:
             foveal patch of a recurrent attention model.
     """
     path = np.asarray(path, np.float32) - 0.5  # Pixel coordinates -> imshow's axis units.
+    limits = ax.get_xlim(), ax.get_ylim()  # The image's: a glimpse off its edge must not zoom out.
     ax.plot(path[:, 1], path[:, 0], "-", color=_PATH_COLOR, linewidth=1.0, alpha=0.8)
     for t, (y, x) in enumerate(path, start=1):
         if patch > 0:
@@ -315,7 +316,10 @@ def draw_path(ax, path: np.ndarray, patch: float = 0) -> None:
             ha="center",
             va="center",
             bbox={"boxstyle": "circle,pad=0.15", "facecolor": _PATH_COLOR, "linewidth": 0},
+            clip_on=True,
         )
+    ax.set_xlim(*limits[0])
+    ax.set_ylim(*limits[1])
 
 
 def _outline(ax, box: np.ndarray) -> None:
