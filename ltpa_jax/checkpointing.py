@@ -17,11 +17,13 @@ finished: one that cannot be read, or a step folder without its commit marker, i
 `damaged/` and reported. Only temporary folders of interrupted saves are removed.
 """
 
+import concurrent.futures
 import functools
 import logging as std_logging
 import os
 import re
 import sys
+import threading
 
 import flax
 import jax
@@ -122,16 +124,15 @@ def create_manager(
         raise ValueError(f"keep={keep}: a run must keep at least its latest checkpoint (1).")
     if keep_best < 0:
         raise ValueError(f"keep_best={keep_best} must be 0 (off) or more.")
-    # Asynchronous saves (Orbax's default): `save` returns once the arrays are copied off the
-    # devices, and the files are written by a background thread while training goes on; the
-    # next save, `restore_latest` and the end of training wait for it. History: an earlier
-    # version turned them off after a background commit failed with "Checkpoint directory
-    # does not exist: .../<step>.orbax-checkpoint-tmp/state.orbax-checkpoint-tmp" (Orbax
-    # 0.12.8, seen in 2 of 4 runs of tests/test_train.py on 8 forced CPU devices on one day and
-    # once in CI). On 2026-11-27 the same tests and a dedicated loop of 6 runs of the smoke
-    # config (saves every 2 steps, 8 devices, a loaded machine) passed with async saves, so
-    # the trigger is not understood. `async_saves=False` (config `async_checkpoints=False`)
-    # brings back blocking saves for anyone who meets it again.
+    # Saves in the background, our way: Orbax's own asynchronous saves (0.12.8) raced in
+    # this project's loop: a background commit failed with "Checkpoint directory does not
+    # exist: .../<step>.orbax-checkpoint-tmp/state.orbax-checkpoint-tmp" (its metadata read
+    # after the array writes), in 2 of 4 runs of an 8-device test on a loaded machine, once in
+    # CI, and again on 2026-11-27 in tests/test_device_data.py under load; never isolated. So
+    # the Orbax manager stays synchronous, and `BackgroundSaveManager` runs its whole save on
+    # one worker thread from a host copy of the state (the devices' buffers are donated to the
+    # next step, so the worker must not read them). Multi-process runs save blocking (a host
+    # copy of a state spread over processes is not one process's to take).
     if keep_best:
         # One set of step folders, one policy: a step is kept while it is among the latest
         # `keep` or among the `keep_best` best by accuracy. No second copy of the state (as a
@@ -158,10 +159,54 @@ def create_manager(
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=every_steps,
         create=True,
-        enable_async_checkpointing=async_saves,
+        enable_async_checkpointing=False,
         **retention,
     )
+    if async_saves and jax.process_count() == 1:
+        return BackgroundSaveManager(as_path(directory), options=options)
     return ocp.CheckpointManager(as_path(directory), options=options)
+
+
+_WORKER_PREFIX = "ltpa_checkpoint_save"
+
+
+class BackgroundSaveManager(ocp.CheckpointManager):
+    """A synchronous Orbax manager whose saves run on one worker thread, one at a time.
+
+    `save` waits for the previous save (and raises its error, if it failed), copies the state
+    to host memory (the only time the caller waits), and hands the copy to the worker.
+    `wait_until_finished` (called by `close`, `restore_latest` and at the end of training)
+    waits for the save in flight and raises its error.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=_WORKER_PREFIX)
+        self._in_flight: concurrent.futures.Future | None = None
+
+    def save(self, step: int, *args, args_on_host=None, force: bool = False, **kwargs) -> bool:
+        """Starts saving `args_on_host` (Orbax `Composite` args of host arrays) at `step`."""
+        self.wait_until_finished()
+        if not (force or self.should_save(step)):
+            return False
+        self._in_flight = self._worker.submit(
+            super().save, step, *args, args=args_on_host, force=force, **kwargs
+        )
+        return True
+
+    def wait_until_finished(self) -> None:
+        # Orbax's own `save` calls this too, on the worker: there it must not wait for itself.
+        if not threading.current_thread().name.startswith(_WORKER_PREFIX):
+            in_flight, self._in_flight = self._in_flight, None
+            if in_flight is not None:
+                in_flight.result()  # Raises the worker's error here, in the training thread.
+        super().wait_until_finished()
+
+    def close(self) -> None:
+        try:
+            super().close()  # Waits for the save in flight first.
+        finally:
+            self._worker.shutdown(wait=True)
 
 
 def save(
@@ -188,15 +233,21 @@ def save(
     Check `is_finite(state)` first: a saved checkpoint counts as the newest one and rotation
     deletes older ones as soon as it is committed.
     """
+    if isinstance(manager, BackgroundSaveManager):
+        manager.wait_until_finished()  # The step in flight must be listed before it is checked.
     if step in manager.all_steps():
         return False  # Already saved (e.g. a SIGTERM right after a periodic save).
-    return manager.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave({"step": int(step)})
-        ),
-        force=force,
-        metrics={k: float(v) for k, v in metrics.items()} if metrics else None,
+    metrics = {k: float(v) for k, v in metrics.items()} if metrics else None
+    if isinstance(manager, BackgroundSaveManager):
+        on_host = _save_args(step, jax.device_get(state))
+        return manager.save(step, args_on_host=on_host, force=force, metrics=metrics)
+    return manager.save(step, args=_save_args(step, state), force=force, metrics=metrics)
+
+
+def _save_args(step: int, state) -> ocp.args.Composite:
+    """What a checkpoint holds: the state, and the step as JSON."""
+    return ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave({"step": int(step)})
     )
 
 
