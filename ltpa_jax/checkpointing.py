@@ -239,7 +239,9 @@ def save(
         return False  # Already saved (e.g. a SIGTERM right after a periodic save).
     metrics = {k: float(v) for k, v in metrics.items()} if metrics else None
     if isinstance(manager, BackgroundSaveManager):
-        on_host = _save_args(step, jax.device_get(state))
+        # A copy the worker owns: on the CPU `device_get` may hand back views of the device
+        # buffers, which the next (donating) train step reuses.
+        on_host = _save_args(step, jax.tree.map(np.array, jax.device_get(state)))
         return manager.save(step, args_on_host=on_host, force=force, metrics=metrics)
     return manager.save(step, args=_save_args(step, state), force=force, metrics=metrics)
 
