@@ -123,6 +123,8 @@ def extract(
         }
         if "box" in batch:
             rows["boxes"] = batch["box"]
+        if hasattr(model, "glimpse_locations"):  # RAM: each image's glimpse path, in pixels.
+            rows["glimpse_paths"] = model.glimpse_locations(variables, images)
         for key, value in rows.items():
             parts.setdefault(key, []).append(np.asarray(value))
         done += len(batch["name"])
@@ -130,8 +132,14 @@ def extract(
     return {key: np.concatenate(value) for key, value in parts.items()}
 
 
-def write_outputs(out: str, arrays: dict[str, np.ndarray], pipeline: data.Pipeline) -> list[str]:
-    """Writes attention.npz and the PNG grids (local folder or URL); returns the paths."""
+def write_outputs(
+    out: str, arrays: dict[str, np.ndarray], pipeline: data.Pipeline, *, path_patch: float = 0
+) -> list[str]:
+    """Writes attention.npz and the PNG grids (local folder or URL); returns the paths.
+
+    `arrays["glimpse_paths"]` [N, T, 2] (RAM), when present, is drawn as numbered points with
+    squares of side `path_patch` pixels.
+    """
     out = epath.Path(out)
     npz = out / "attention.npz"
     buffer = io.BytesIO()
@@ -153,6 +161,8 @@ def write_outputs(out: str, arrays: dict[str, np.ndarray], pipeline: data.Pipeli
                 pipeline.class_names,
                 max_images=GRID_IMAGES,
                 boxes=arrays["boxes"][rows] if "boxes" in arrays else None,
+                paths=arrays["glimpse_paths"][rows] if "glimpse_paths" in arrays else None,
+                path_patch=path_patch,
             )
         )
     return written
@@ -208,7 +218,7 @@ def attend(
     arrays = extract(run.model, run.variables, batches, total, method=method, layers=layers)
     if not arrays:
         raise ValueError(f"no image could be read ({len(errors)} failed).")
-    written = write_outputs(out, arrays, pipeline)
+    written = write_outputs(out, arrays, pipeline, path_patch=getattr(run.model, "glimpse_size", 0))
     print(f"wrote {len(arrays['names'])} images: {', '.join(written)}")
     return written, errors
 

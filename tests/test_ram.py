@@ -11,7 +11,7 @@ from conftest import override
 from test_agcnn import assert_same_runs, train_killed_and_resumed
 
 from configs import digits_ram
-from ltpa_jax import inference, localization, rundir, train, validation, visualize
+from ltpa_jax import attend, inference, localization, rundir, train, validation, visualize
 from ltpa_jax.models import ram
 
 
@@ -156,6 +156,12 @@ def test_ram_trains_resumes_exactly_after_a_kill_and_its_glimpses_go_through_the
         np.zeros((2, 32, 32, 3)), maps, None, np.zeros(2, int), paths=paths, path_patch=4
     )
     assert len(figure.axes[0].lines) == 1  # The path, on the image column.
+    # ltpa-attend keeps each image's path beside its maps and draws it on the grids.
+    written, _ = attend.attend(reference, num_images=4, batch_size=4, out=str(tmp_path / "maps"))
+    saved = np.load(tmp_path / "maps" / "attention.npz")
+    assert saved["glimpse_paths"].shape == (4, 3, 2)
+    np.testing.assert_array_equal(saved["glimpse_paths"][:, 0], 16.0)  # The centre first.
+    assert any(p.endswith(".png") for p in written)
 
     # Training samples the locations ("sample" rng): the loss depends on the key.
     labels = jnp.asarray([1, 2])
