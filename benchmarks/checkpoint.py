@@ -29,7 +29,9 @@ from ltpa_jax.models import create_model
 
 def time_saves(state, directory: str, *, async_saves: bool, saves: int) -> tuple[float, float]:
     """Median seconds of (save returns, save committed) over `saves` saves into `directory`."""
-    manager = checkpointing.create_manager(directory, keep=2, every_steps=1, async_saves=async_saves)
+    manager = checkpointing.create_manager(
+        directory, keep=2, every_steps=1, async_saves=async_saves
+    )
     blocking, total = [], []
     for step in range(1, saves + 1):
         state = state.replace(step=step)
