@@ -339,9 +339,9 @@ def cam(
             why = "its head is not global average pooling followed by one linear layer"
         raise ValueError(
             f"CAM does not apply to {type(model).__name__} with taps "
-            f"{tuple(getattr(model, 'tap_names', ()))}: {why}. Use "
-            "posthoc.grad_cam(model, variables, images, layer=...) instead, which works at any "
-            "layer of any model."
+            f"{tuple(getattr(model, 'tap_names', ()))}: {why}. Use Grad-CAM instead, which "
+            "works at any layer of any model: --method=gradcam on the command line, "
+            'method="gradcam" in inference.attention_maps, or posthoc.grad_cam.'
         )
     logits, bn = _logits_and_features(
         _without_remat(model), variables, images, "final_bn", None, None
