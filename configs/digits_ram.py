@@ -17,34 +17,21 @@ averaged (5 times the step on the location and baseline networks), the training 
 (21.0 % after one epoch, 44.8 % after four).
 """
 
-from ltpa_jax.configs import default
+from ltpa_jax.configs import sibling
+
+demo = sibling(__file__, "demo")
 
 
 def get_config():
     """Returns the config: RAM, 6 glimpses of an 8-16-32 px retina, on 32x32 cluttered digits."""
-    c = default.get_config()
-    c.dataset = "cluttered_digits"
-    c.image_size = 32
+    c = demo.get_config()  # The demo's data and schedule (RAM has no convolutions: no width).
     c.model.backbone = "ram"
-    c.model.num_classes = 10
+    c.model.width = 1.0
+    c.model.conv_impl = "auto"
     c.model.ram_num_glimpses = 6
     c.model.ram_glimpse_size = 8
     c.model.ram_num_scales = 3
     c.model.ram_hidden_size = 256
     # 3.2 px on a 32 px canvas; at 0.1 the policy ran into a corner within 150 steps.
     c.model.ram_location_std = 0.2
-    c.num_digits_train = 18_000
-    c.num_digits_test = 1_000
-    c.shuffle_buffer = 18_000
-    c.batch_size = 64
-    c.eval_batch_size = 200
-    c.num_epochs = 1
-    c.learning_rate = 0.1
-    c.warmup_epochs = 0.05
-    c.lr_decay_at_epochs = (0.7,)
-    c.lr_decay_factor = 0.2
-    c.log_every_steps = 10
-    c.eval_every_steps = 100
-    c.checkpoint_every_steps = 50
-    c.num_picture_images = 8
     return c
