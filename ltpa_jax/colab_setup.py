@@ -5,23 +5,29 @@ imports nothing outside the standard library. Pure functions decide; `probe` rea
 
     accelerator = detect_accelerator(dev_entries, os.environ, pci_devices, nvidia_smi_output)
     plan = plan_install(accelerator, installed_distributions, tensorflow_found)
-    subprocess.run(pip_install_command(sys.executable, repo, plan), check=True)
+    notes = install(sys.executable, repo, plan, installed_distributions())
 
 The install never adds a second TensorFlow (Colab's GPU runtimes ship `tensorflow`, its TPU
 runtimes none: the extra `[cpu]` brings `tensorflow-cpu` only where no TensorFlow is installed)
 and never a second JAX CUDA plugin; every requirement is a range, so pip keeps what the runtime
-has where it fits and otherwise upgrades it to the range that the tests pass with.
+has where it fits and otherwise upgrades it to the range that the tests pass with. It also
+keeps the runtime's own requirements: pip resolves only what it installs, so an upgrade (NumPy
+for JAX) could break a package it does not look at (Colab's numba needs numpy<2.3); `install`
+passes every requirement of the runtime's other packages, and "no downgrade", to pip as
+constraints, and leaves out only the ones that conflict with the project's, saying which.
 """
 
 import dataclasses
 import glob
 import importlib.metadata
 import importlib.util
+import json
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Mapping
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
 
 # Google's PCI vendor id and the device ids of its TPU chips (as in jax/_src/hardware_utils.py).
 GOOGLE_PCI_VENDOR = "0x1ae0"
@@ -159,7 +165,7 @@ def plan_install(
       the CUDA plugin already installed if the driver supports it, else the newest one the
       driver supports ("cuda13" needs a driver for CUDA >= 13, "cuda12" for CUDA 12).
     """
-    have = {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in installed.items()}
+    have = {canonical_name(name): version for name, version in installed.items()}
     extras, notes = [], []
     tensorflows = [d for d in TENSORFLOW_DISTRIBUTIONS if d in have]
     if not tensorflows and not tensorflow_found:
@@ -207,10 +213,203 @@ def _cuda_extra(cuda: tuple[int, int] | None, have: Mapping[str, str], notes: li
     return [CUDA_EXTRAS[max(major for major in CUDA_EXTRAS if major <= driver)]]
 
 
-def pip_install_command(python: str, repo: str, plan: InstallPlan) -> list[str]:
-    """One `pip install` of the checkout with the plan's extras (one resolution of everything)."""
+def pip_install_command(
+    python: str,
+    repo: str,
+    plan: InstallPlan,
+    constraints: str | None = None,
+    report: str | None = None,
+    quiet: bool = True,
+) -> list[str]:
+    """One `pip install` of the checkout with the plan's extras (one resolution of everything).
+
+    `constraints`: a pip constraints file to respect; `report`: make it a dry run that writes
+    pip's installation report (JSON) there; `quiet=False` keeps pip's account of a conflict.
+    """
     target = f"{repo}[{','.join(plan.extras)}]" if plan.extras else str(repo)
-    return [python, "-m", "pip", "install", "-q", "-e", target]
+    options = ["-q"] if quiet else []
+    if constraints:
+        options += ["-c", constraints]
+    if report:
+        options += ["--dry-run", "--report", report]
+    return [python, "-m", "pip", "install", *options, "-e", target]
+
+
+def canonical_name(name: str) -> str:
+    """A distribution name as pip compares them: lower case, runs of -_. as one "-"."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed_by(report: Mapping) -> set[str]:
+    """The distributions that a pip installation report (`--report`) installs or replaces."""
+    return {canonical_name(item["metadata"]["name"]) for item in report.get("install", [])}
+
+
+@dataclasses.dataclass(frozen=True)
+class Installed:
+    """One installed distribution: its version and its requirement strings (`Requires-Dist`)."""
+
+    version: str
+    requires: tuple[str, ...] = ()
+
+
+def runtime_constraints(runtime: Mapping[str, Installed], replaced: Iterable[str]) -> list[str]:
+    """The runtime's own requirements, and no downgrades, as lines of a pip constraints file.
+
+    Args:
+      runtime: installed distribution name -> `Installed`.
+      replaced: the distributions the install replaces: their old requirements do not count.
+
+    Returns:
+      Every requirement of every other distribution, without extras (a constraints file takes
+      none), leaving out those that only an extra asks for and direct URLs; and "name>=version"
+      for every installed distribution (no downgrade; local labels such as "+cu128" dropped).
+      Sorted, unique.
+    """
+    replaced = {canonical_name(name) for name in replaced}
+    lines = set()
+    for distribution, installed in runtime.items():
+        public = (installed.version or "").split("+")[0]  # Without a local label ("+cu128").
+        if re.fullmatch(r"[0-9]+(\.[0-9]+)*((a|b|rc)[0-9]+)?(\.post[0-9]+)?(\.dev[0-9]+)?", public):
+            lines.add(f"{distribution}>={public}")
+        if canonical_name(distribution) in replaced:
+            continue
+        for requirement in installed.requires:
+            text, _, marker = requirement.partition(";")
+            if re.search(r"\bextra\b", marker) or "@" in text:
+                continue
+            match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?(.*)", text)
+            if not match:
+                continue
+            specifier = match.group(3).strip().strip("()")  # Old metadata: "numpy (>=1.2)".
+            if not specifier and not marker.strip():
+                continue  # "any version": constrains nothing.
+            line = f"{match.group(1)}{specifier}"
+            lines.add(f"{line}; {marker.strip()}" if marker.strip() else line)
+    return sorted(lines)
+
+
+def installed_distributions() -> dict[str, Installed]:
+    """This environment's distributions: name -> `Installed`."""
+    return {
+        d.metadata["Name"]: Installed(d.version, tuple(d.requires or ()))
+        for d in importlib.metadata.distributions()
+        if d.metadata["Name"]
+    }
+
+
+def constraint_name(line: str) -> str:
+    """The canonical name of the package that a constraints line constrains."""
+    return canonical_name(re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line).group(1))
+
+
+def _upper_bound(line: str) -> tuple[int, ...] | None:
+    """The lowest release that a line's <, <=, == or ~= clauses name (trailing zeros dropped)."""
+    found = re.findall(r"(?:<=?|==|~=)\s*([0-9]+(?:\.[0-9]+)*)", line.partition(";")[0])
+    return min(
+        (_trim(tuple(int(part) for part in bound.split("."))) for bound in found), default=None
+    )
+
+
+def _trim(release: tuple[int, ...]) -> tuple[int, ...]:
+    """A release without trailing zeros: (6, 0, 0) -> (6,), so that 6.0.0 and 6.0 compare equal."""
+    while len(release) > 1 and release[-1] == 0:
+        release = release[:-1]
+    return release
+
+
+def relax(constraints: Iterable[str], blamed: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The constraints less the tightest ones on each package that pip blamed for a conflict.
+
+    For each blamed package, its lines with the lowest upper bound (<, <=, == or ~=) go; where
+    none has an upper bound, all its lines go (a lower bound or "no downgrade" is what
+    conflicts then). Returns (kept lines, dropped lines).
+    """
+    constraints, blamed = list(constraints), {canonical_name(name) for name in blamed}
+    dropped = []
+    for name in blamed:
+        lines = [line for line in constraints if constraint_name(line) == name]
+        bounded = {line: _upper_bound(line) for line in lines if _upper_bound(line) is not None}
+        if bounded:
+            lowest = min(bounded.values())
+            dropped += [line for line, bound in bounded.items() if bound == lowest]
+        else:
+            dropped += lines
+    return [line for line in constraints if line not in dropped], sorted(set(dropped))
+
+
+def conflicting_constraints(pip_output: str) -> set[str]:
+    """The packages whose constraints pip's "ResolutionImpossible" account blames."""
+    blamed = re.findall(
+        r"The user requested \(constraint\) ([A-Za-z0-9][A-Za-z0-9._-]*)", pip_output
+    )
+    return {canonical_name(name) for name in blamed}
+
+
+def install(
+    python: str,
+    repo: str,
+    plan: InstallPlan,
+    runtime: Mapping[str, Installed],
+    run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
+    max_attempts: int = 8,
+) -> list[str]:
+    """Installs the checkout with the plan's extras, keeping the runtime's own requirements.
+
+    A dry run finds what the install replaces; the requirements of every other installed
+    distribution, and "no downgrade" of any, go to pip as constraints. Where the project's own
+    requirements exclude every version they allow (Colab's grpcio-status wants protobuf<6,
+    TFDS's metadata needs >= 6.31.1), pip's account of the conflict names the package; its
+    tightest constraints are dropped (`relax`) and pip runs again, and pip's closing message
+    lists what then no longer fits.
+
+    Args:
+      python, repo, plan: as for `pip_install_command`.
+      runtime: the runtime's distributions (`installed_distributions()`).
+      run: `subprocess.run`, or a stand-in for the tests.
+      max_attempts: constrained pip runs before installing without constraints.
+
+    Returns:
+      Notes for the user (empty when the runtime's requirements were all kept).
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        report_path = os.path.join(folder, "report.json")
+        run(pip_install_command(python, repo, plan, report=report_path), check=True)
+        with open(report_path) as report:
+            replaced = installed_by(json.load(report))
+        kept = runtime_constraints(runtime, replaced)
+        constraints_path = os.path.join(folder, "runtime-constraints.txt")
+        dropped: list[str] = []
+        for _ in range(max_attempts):
+            with open(constraints_path, "w") as f:
+                f.write("\n".join(kept) + "\n")
+            command = pip_install_command(python, repo, plan, constraints_path, quiet=False)
+            print(" ".join(command), flush=True)
+            result = run(command, capture_output=True, text=True)
+            blamed = conflicting_constraints(f"{result.stdout or ''}\n{result.stderr or ''}")
+            if result.returncode == 0 or not blamed:
+                break
+            kept, newly_dropped = relax(kept, blamed)
+            dropped += newly_dropped
+    # pip's last word (stdout) and its warnings and errors (stderr): on success, the packages
+    # of the runtime that no longer fit; on failure, the account of the conflict.
+    print("\n".join([*(result.stdout or "").strip().splitlines()[-1:], result.stderr or ""]))
+    notes = []
+    if dropped:
+        notes.append(
+            "These requirements of the runtime's packages conflict with this project's and were "
+            f"left out: {'; '.join(dropped)}. pip's message above names the packages that no "
+            "longer fit."
+        )
+    if result.returncode:
+        notes.append(
+            "pip could not install with the runtime's requirements as constraints: installed "
+            "without them."
+        )
+        run(pip_install_command(python, repo, plan), check=True)
+    for note in notes:
+        print(f"note: {note}", flush=True)
+    return notes
 
 
 def imported_versions(modules: Mapping[str, object]) -> dict[str, str]:

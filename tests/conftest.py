@@ -66,3 +66,54 @@ def tiny_model(**model_fields):
     for field, value in model_fields.items():
         config.model[field] = value
     return create_model(config)
+
+
+class Killed(Exception):
+    """Raised by `train_killed_and_resumed` where a real run would be killed."""
+
+
+def train_killed_and_resumed(config, tmp_path, monkeypatch, kill_at: int) -> tuple[str, str]:
+    """Trains `config` uninterrupted, then again killed right after its save at step `kill_at`
+    and rerun in the same workdir; returns both workdirs (reference, interrupted)."""
+    import pytest
+
+    from ltpa_jax import checkpointing, train
+
+    reference, interrupted = str(tmp_path / "reference"), str(tmp_path / "interrupted")
+    train.train_and_evaluate(config, reference)
+    save = checkpointing.save
+
+    def save_then_die(manager, step, *args, **kwargs):
+        save(manager, step, *args, **kwargs)
+        if step == kill_at:
+            manager.wait_until_finished()
+            raise Killed
+
+    monkeypatch.setattr(checkpointing, "save", save_then_die)
+    with pytest.raises(Killed):
+        train.train_and_evaluate(config, interrupted)
+    monkeypatch.setattr(checkpointing, "save", save)
+    train.train_and_evaluate(config, interrupted)
+    return reference, interrupted
+
+
+def assert_same_runs(reference: str, interrupted: str) -> list[dict]:
+    """Both runs ended with the same final metrics and saved the same variables at the same
+    step; returns both runs' saved variables."""
+    import json
+
+    import jax
+    import numpy as np
+    import pytest
+
+    from ltpa_jax import checkpointing, rundir
+
+    final = [json.load(open(f"{w}/final_metrics.json")) for w in (reference, interrupted)]
+    assert final[1] == pytest.approx(final[0], rel=1e-5, abs=1e-6)
+    saved = [
+        checkpointing.load_variables(rundir.checkpoints_of(w)) for w in (reference, interrupted)
+    ]
+    assert saved[0]["step"] == saved[1]["step"]
+    for a, b in zip(jax.tree.leaves(saved[0]), jax.tree.leaves(saved[1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    return saved

@@ -1,7 +1,6 @@
 """AG-CNN: crop selection on hand-made maps and against SciPy, crops, training and resume."""
 
 import glob
-import json
 import re
 
 import jax
@@ -9,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.ndimage
-from conftest import override
+from conftest import assert_same_runs, override, train_killed_and_resumed
 
 from configs import digits_agcnn
-from ltpa_jax import checkpointing, inference, localization, rundir, train, validation
+from ltpa_jax import inference, localization, rundir, train, validation
 from ltpa_jax.models import agcnn
 
 
@@ -97,10 +96,6 @@ def test_heat_map_is_the_channel_max_of_absolute_activations_scaled_to_unit_rang
     assert not np.asarray(agcnn.heat_map(jnp.ones((1, 3, 3, 2)))).any()  # Flat: zeros.
 
 
-class _Killed(Exception):
-    pass
-
-
 def tiny_config(**fields):
     """digits_agcnn at 1/16 width, 32x32, 64 training images, 4 steps, saved every 2."""
     config = digits_agcnn.get_config()
@@ -122,38 +117,6 @@ def tiny_config(**fields):
         num_picture_images=2,
         **fields,
     )
-
-
-def train_killed_and_resumed(config, tmp_path, monkeypatch, kill_at: int):
-    """Trains `config` uninterrupted, then again killed right after the save at `kill_at` and
-    rerun; returns both workdirs."""
-    reference, interrupted = str(tmp_path / "reference"), str(tmp_path / "interrupted")
-    train.train_and_evaluate(config, reference)
-    save = checkpointing.save
-
-    def save_then_die(manager, step, *args, **kwargs):
-        save(manager, step, *args, **kwargs)
-        if step == kill_at:
-            manager.wait_until_finished()
-            raise _Killed
-
-    monkeypatch.setattr(checkpointing, "save", save_then_die)
-    with pytest.raises(_Killed):
-        train.train_and_evaluate(config, interrupted)
-    monkeypatch.setattr(checkpointing, "save", save)
-    train.train_and_evaluate(config, interrupted)
-    return reference, interrupted
-
-
-def assert_same_runs(reference: str, interrupted: str):
-    final = [json.load(open(f"{w}/final_metrics.json")) for w in (reference, interrupted)]
-    assert final[1] == pytest.approx(final[0], rel=1e-5, abs=1e-6)
-    params = [
-        checkpointing.load_variables(rundir.checkpoints_of(w)) for w in (reference, interrupted)
-    ]
-    assert params[0]["step"] == params[1]["step"]
-    for a, b in zip(jax.tree.leaves(params[0]), jax.tree.leaves(params[1]), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -198,3 +198,209 @@ def test_import_ltpa_jax_without_tensorflow_fails_with_the_install_command():
     assert result.returncode == 1
     assert "ImportError: ltpa_jax needs TensorFlow" in result.stderr
     assert "tensorflow-cpu 2.21" in result.stderr
+
+
+# -- keeping the runtime's own requirements ----------------------------------------------------
+
+Installed = colab_setup.Installed
+RUNTIME = {
+    "numba": Installed("0.61.2", ("llvmlite<0.45,>=0.44.0dev0", "numpy<2.3,>=1.24")),
+    "jax": Installed("0.7.2", ("jaxlib<=0.7.2,>=0.7.2", "numpy>=1.26")),  # Replaced: not kept.
+    "tensorflow": Installed(
+        "2.20.0", ("tensorboard~=2.20.0", 'tomli>=1; python_version < "3.11"', "six")
+    ),
+    "ipython": Installed("7.34.0", ('pytest; extra == "test"', "traitlets (>=5)")),
+    "odd": Installed("1.0", ("alpha[fast]>=1.0", "beta @ https://example.org/beta.whl")),
+    "torch": Installed("2.11.0+cu128"),
+    "legacy": Installed("1.2-custom"),  # Not a PEP 440 version: no "no downgrade" line.
+}
+
+
+def test_runtime_constraints_keep_other_packages_requirements_and_forbid_downgrades():
+    lines = colab_setup.runtime_constraints(RUNTIME, replaced=["JAX"])
+    assert lines == [
+        "alpha>=1.0",  # Extras dropped: constraints take none.
+        "ipython>=7.34.0",  # No downgrade, for every installed distribution...
+        "jax>=0.7.2",  # ... replaced ones included.
+        "llvmlite<0.45,>=0.44.0dev0",
+        "numba>=0.61.2",
+        "numpy<2.3,>=1.24",
+        "odd>=1.0",
+        "tensorboard~=2.20.0",
+        "tensorflow>=2.20.0",
+        'tomli>=1; python_version < "3.11"',
+        "torch>=2.11.0",  # The local label "+cu128" dropped.
+        "traitlets>=5",  # Old metadata's parenthesised specifier.
+    ]
+    report = {"install": [{"metadata": {"name": "Jax_Cuda12.Plugin"}}]}
+    assert colab_setup.installed_by(report) == {"jax-cuda12-plugin"}
+
+
+def test_relax_drops_the_tightest_upper_bounds_of_the_blamed_package_first():
+    lines = [
+        "grpcio-status>=1.71.2",
+        "protobuf!=4.21.0,<6.0.0dev,>=3.20.2",  # google-ai-generativelanguage
+        "protobuf<6.0dev,>=5.26.1",  # grpcio-status: the same bound, written otherwise.
+        "protobuf<7.0.0,>=5.29.1",  # ydf
+        "protobuf>=5.29.6",  # No downgrade.
+        'protobuf>=4.25.2; python_version >= "3.11"',
+    ]
+    kept, dropped = colab_setup.relax(lines, {"protobuf"})
+    assert dropped == ["protobuf!=4.21.0,<6.0.0dev,>=3.20.2", "protobuf<6.0dev,>=5.26.1"]
+    kept, dropped = colab_setup.relax(kept, {"Protobuf"})
+    assert dropped == ["protobuf<7.0.0,>=5.29.1"]
+    kept, dropped = colab_setup.relax(kept, {"protobuf"})  # Only lower bounds left: all go.
+    assert kept == ["grpcio-status>=1.71.2"] and len(dropped) == 2
+    assert colab_setup.relax(["h5py>=3.16.0", "numpy==2.1.3"], {"h5py"}) == (
+        ["numpy==2.1.3"],
+        ["h5py>=3.16.0"],
+    )
+
+
+def _wheel(folder, name: str, version: str, requires=()):
+    """A minimal wheel (metadata only) in `folder`, for pip's resolver."""
+    import zipfile
+
+    info = f"{name}-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(
+        f"Requires-Dist: {r}\n" for r in requires
+    )
+    files = {
+        f"{info}/METADATA": metadata,
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{info}/RECORD": "",
+    }
+    with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as wheel:
+        for path, text in files.items():
+            wheel.writestr(path, text)
+
+
+def test_pip_keeps_the_runtime_requirements_given_as_constraints(tmp_path):
+    """Real pip, offline: the install wants numpy>=2.2, the runtime's numba numpy<2.3: pip
+    picks 2.2 with the constraints (2.5 without), and fails when they cannot all hold."""
+    index = tmp_path / "index"
+    index.mkdir()
+    for version in ("2.1.3", "2.2.6", "2.5.5"):
+        _wheel(index, "numpy", version)
+    _wheel(index, "project", "1.0", ["numpy>=2.2"])
+    _wheel(index, "strict", "1.0", ["numpy>=2.5"])
+
+    def resolve(target, lines):
+        constraints = tmp_path / "constraints.txt"
+        constraints.write_text("\n".join(lines) + "\n")
+        report = tmp_path / "report.json"
+        command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed"]
+        command += ["--no-index", "--find-links", str(index), "--report", str(report)]
+        command += ["-c", str(constraints), target]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode:
+            return result.stdout + result.stderr  # pip's account of a conflict, unabridged.
+        import json
+
+        installed = json.loads(report.read_text())["install"]
+        return {i["metadata"]["name"]: i["metadata"]["version"] for i in installed}
+
+    lines = colab_setup.runtime_constraints({"numba": RUNTIME["numba"]}, replaced=["jax"])
+    assert resolve("project", [])["numpy"] == "2.5.5"
+    assert resolve("project", lines)["numpy"] == "2.2.6"
+    conflict = resolve("strict", lines)
+    assert "ResolutionImpossible" in conflict
+    assert colab_setup.conflicting_constraints(conflict) == {"numpy"}  # pip's own account.
+    assert "ResolutionImpossible" in resolve("project", ["numpy>=2.5.5", *lines])  # No downgrade
+    kept, dropped = colab_setup.relax(["numpy>=2.5.5", *lines], {"numpy"})
+    assert dropped == ["numpy<2.3,>=1.24"] and resolve("project", kept)["numpy"] == "2.5.5"
+
+
+def _fake_pip(outcomes):
+    """A stand-in for subprocess.run: writes a report for dry runs, answers the rest in turn."""
+    import json
+
+    calls = []
+
+    def run(command, **kwargs):
+        calls.append(command)
+        if "--dry-run" in command:
+            report = command[command.index("--report") + 1]
+            with open(report, "w") as f:
+                json.dump({"install": [{"metadata": {"name": "jax", "version": "0.12.0.1"}}]}, f)
+            return subprocess.CompletedProcess(command, 0)
+        if "-c" in command:
+            with open(command[command.index("-c") + 1]) as f:
+                calls.append(f.read().splitlines())
+        returncode, stderr = outcomes.pop(0)
+        return subprocess.CompletedProcess(command, returncode, "", stderr)
+
+    return run, calls
+
+
+PIP_CONFLICT = """ERROR: Cannot install None because these package versions have conflicting
+dependencies.
+
+The conflict is caused by:
+    ltpa-jax 0.1.0 depends on numpy<2.6 and >=2.4
+    The user requested (constraint) numpy<2.3,>=1.24
+
+ERROR: ResolutionImpossible: for help visit https://pip.pypa.io/en/latest/topics/..."""
+
+
+def test_install_passes_the_runtime_requirements_as_constraints():
+    run, calls = _fake_pip([(0, "")])
+    notes = colab_setup.install("/py", "/r", InstallPlan(("cuda12",)), RUNTIME, run)
+    assert notes == []
+    dry_run, constrained, constraints = calls
+    assert "--dry-run" in dry_run and dry_run[-1] == "/r[cuda12]"
+    assert constrained[-2:] == ["-e", "/r[cuda12]"] and "--dry-run" not in constrained
+    assert "numpy<2.3,>=1.24" in constraints
+    assert not any(line.startswith("jaxlib") for line in constraints)  # jax is replaced.
+    assert "jax>=0.7.2" in constraints
+
+
+def test_constraints_that_conflict_with_the_project_are_dropped_and_named():
+    run, calls = _fake_pip([(1, PIP_CONFLICT), (0, "")])
+    notes = colab_setup.install("/py", "/r", InstallPlan(()), RUNTIME, run)
+    assert colab_setup.conflicting_constraints(PIP_CONFLICT) == {"numpy"}
+    first, second = calls[2], calls[4]  # The constraints of the two constrained runs.
+    assert "numpy<2.3,>=1.24" in first and "tensorboard~=2.20.0" in first
+    assert set(first) - set(second) == {"numpy<2.3,>=1.24"}
+    assert len(notes) == 1 and "left out: numpy<2.3,>=1.24." in notes[0]
+
+
+def test_install_without_constraints_when_pip_fails_for_another_reason():
+    run, calls = _fake_pip([(1, "ERROR: No matching distribution found for jax"), (0, "")])
+    notes = colab_setup.install("/py", "/r", InstallPlan(()), RUNTIME, run)
+    assert len(notes) == 1 and "without them" in notes[0]
+    assert calls[-1] == ["/py", "-m", "pip", "install", "-q", "-e", "/r"]  # Plain, at the end.
+
+
+def test_check_install_reads_a_colab_freeze_and_its_requirements(tmp_path):
+    """colab/check_install.py (run by hand: it needs PyPI) parses what it is given."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("check_install", f"{ROOT}/colab/check_install.py")
+    check_install = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check_install)
+    freeze = tmp_path / "pip-freeze.gpu.txt"
+    freeze.write_text(
+        "# Do not modify this file directly\n"
+        "google-colab @ file:///colabtools/dist/google_colab-1.0.0.tar.gz\n"
+        "Jax_CUDA12_Plugin==0.7.2\n"
+        "torch==2.11.0+cu128\n"
+        "numpy==2.1.3\n"
+    )
+    assert check_install.read_freeze(freeze) == {
+        "jax-cuda12-plugin": "0.7.2",
+        "torch": "2.11.0+cu128",
+        "numpy": "2.1.3",
+    }
+    metadata = {
+        "requires_dist": [
+            "numpy<2.3,>=1.24",
+            'tomli>=1; python_version < "3.11"',
+            'pytest; extra == "test"',
+        ]
+    }
+    environment = {"python_version": "3.13", "sys_platform": "linux"}
+    needed = check_install.requirements_of(metadata, environment)
+    assert [str(r) for r in needed] == ["numpy<2.3,>=1.24"]

@@ -122,21 +122,15 @@ def test_heads_that_do_not_split_the_channels_are_refused():
         validation.check_model_config(c)
 
 
-class _Killed(Exception):
-    pass
-
-
 @pytest.mark.slow
 def test_se_and_self_attention_train_and_resume_exactly_after_a_kill(tmp_path, monkeypatch, capsys):
     """A VGG with both new blocks (SE after every stage layer, 3x3 self-attention in stage 5):
     4 steps uninterrupted, and 4 steps killed right after the save at step 2 and rerun, end
     with the same parameters and metrics."""
-    import json
-
-    from conftest import override
+    from conftest import assert_same_runs, override, train_killed_and_resumed
 
     from configs import smoke
-    from ltpa_jax import checkpointing, rundir, train
+    from ltpa_jax import rundir
 
     config = override(
         smoke.get_config(),
@@ -154,32 +148,11 @@ def test_se_and_self_attention_train_and_resume_exactly_after_a_kill(tmp_path, m
             "model.self_attention_heads": 2,
         },
     )
-    reference, interrupted = str(tmp_path / "reference"), str(tmp_path / "interrupted")
-    train.train_and_evaluate(config, reference)
-    save = checkpointing.save
-
-    def save_then_die(manager, step, *args, **kwargs):
-        save(manager, step, *args, **kwargs)
-        if step == 2:
-            manager.wait_until_finished()
-            raise _Killed
-
-    monkeypatch.setattr(checkpointing, "save", save_then_die)
-    with pytest.raises(_Killed):
-        train.train_and_evaluate(config, interrupted)
-    monkeypatch.setattr(checkpointing, "save", save)
-    train.train_and_evaluate(config, interrupted)
+    reference, interrupted = train_killed_and_resumed(config, tmp_path, monkeypatch, kill_at=2)
     assert "Resuming from the checkpoint at step 2" in capsys.readouterr().out
-
-    final = [json.load(open(f"{w}/final_metrics.json")) for w in (reference, interrupted)]
-    assert final[1] == pytest.approx(final[0], rel=1e-5, abs=1e-6)
-    saved = [
-        checkpointing.load_variables(rundir.checkpoints_of(w)) for w in (reference, interrupted)
-    ]
-    assert saved[0]["step"] == saved[1]["step"] == 4
+    saved = assert_same_runs(reference, interrupted)
+    assert saved[0]["step"] == 4
     assert "conv1_se" in saved[0]["params"] and "self_attention13" in saved[0]["params"]
-    for a, b in zip(jax.tree.leaves(saved[0]), jax.tree.leaves(saved[1]), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # The trained run's maps: the LTPA taps and the self-attention layers, one API.
     run = rundir.open_run(reference)
     images = jnp.zeros((2, 32, 32, 3), jnp.float32)

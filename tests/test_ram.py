@@ -7,8 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import override
-from test_agcnn import assert_same_runs, train_killed_and_resumed
+from conftest import assert_same_runs, override, train_killed_and_resumed
 
 from configs import digits_ram
 from ltpa_jax import attend, inference, localization, rundir, train, validation, visualize
