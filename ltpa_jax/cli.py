@@ -193,15 +193,37 @@ def run(
     app.run(_guarded(main), flags_parser=_parse_flags)
 
 
+def bucket_error(error: BaseException) -> str | None:
+    """A TensorFlow file-system error about a gs:// path (no such bucket, no access, no network)
+    as one line naming the fix; None for any other error.
+
+    TensorFlow's GCS client (tf.io.gfile, which etils.epath and the TensorBoard writer use for
+    gs://) raises its own errors, not OSError.
+    """
+    if type(error).__module__ != "tensorflow.python.framework.errors_impl":
+        return None
+    message = " ".join(re.sub(r"\{\{function_node [^}]*\}\}", "", str(error)).split())
+    if "gs://" not in message:
+        return None
+    return (
+        f"{message.rstrip('.')}. Check the bucket's name and your access to it: on Colab run "
+        "`from google.colab import auth; auth.authenticate_user()`, elsewhere "
+        "`gcloud auth application-default login`."
+    )
+
+
 def _guarded(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
     def guarded(argv: list[str]) -> None:
         quiet_unless_verbose()
         try:
             main(argv)
-        except USER_ERRORS as error:
+        except Exception as error:
+            message = error if isinstance(error, USER_ERRORS) else bucket_error(error)
+            if message is None:
+                raise
             if os.environ.get(TRACEBACK_ENV) == "1" or _verbose():
                 traceback.print_exc()
-            fail(error)
+            fail(message)
 
     return guarded
 

@@ -151,6 +151,7 @@ def plan_install(
     accelerator: Accelerator,
     installed: Mapping[str, str],
     tensorflow_found: bool = False,
+    paths: Iterable[str] = (),
 ) -> InstallPlan:
     """The project's extras for this runtime.
 
@@ -159,14 +160,18 @@ def plan_install(
       installed: installed distributions, name (any case, - or _) -> version.
       tensorflow_found: whether a `tensorflow` package is importable (found without importing
         it), e.g. one built from source that left no distribution metadata.
+      paths: the run's folders (workdir, data_dir): a gs:// one needs google-cloud-storage.
 
     Returns:
       "cpu" (tensorflow-cpu) only where no TensorFlow is installed; "tpu" on a TPU; on a GPU
       the CUDA plugin already installed if the driver supports it, else the newest one the
-      driver supports ("cuda13" needs a driver for CUDA >= 13, "cuda12" for CUDA 12).
+      driver supports ("cuda13" needs a driver for CUDA >= 13, "cuda12" for CUDA 12); "gcs"
+      for a gs:// path where google-cloud-storage is missing.
     """
     have = {canonical_name(name): version for name, version in installed.items()}
     extras, notes = [], []
+    if uses_buckets(paths) and "google-cloud-storage" not in have:
+        extras.append("gcs")
     tensorflows = [d for d in TENSORFLOW_DISTRIBUTIONS if d in have]
     if not tensorflows and not tensorflow_found:
         extras.append("cpu")
@@ -440,6 +445,11 @@ def changed_since(before: Mapping[str, str], version=importlib.metadata.version)
     return changed
 
 
+def uses_buckets(paths: Iterable[str]) -> bool:
+    """Whether any of these paths is in a Google Cloud Storage bucket (gs://)."""
+    return any(str(p).startswith("gs://") for p in paths)
+
+
 def needs_drive(paths: Iterable[str], in_colab: bool) -> bool:
     """Whether Google Drive must be mounted at /content/drive for these paths."""
     return in_colab and any(str(p).startswith("/content/drive") for p in paths)
@@ -453,9 +463,10 @@ def local_data_dir(data_dir: str, in_colab: bool) -> str:
     return data_dir
 
 
-def probe() -> tuple[Accelerator, InstallPlan]:
+def probe(paths: Iterable[str] = ()) -> tuple[Accelerator, InstallPlan]:
     """Reads this machine (/dev, the environment, the PCI bus, nvidia-smi, the installed
-    distributions) and decides with `detect_accelerator` and `plan_install`."""
+    distributions) and decides with `detect_accelerator` and `plan_install` (`paths`: the
+    run's folders, as there)."""
     dev_entries = []
     for path in glob.glob("/dev/*") + glob.glob("/dev/vfio/*"):
         dev_entries.append(os.path.relpath(path, "/dev"))
@@ -477,4 +488,4 @@ def probe() -> tuple[Accelerator, InstallPlan]:
         if d.metadata["Name"]  # A damaged install can leave a distribution without a name.
     }
     tensorflow_found = importlib.util.find_spec("tensorflow") is not None
-    return accelerator, plan_install(accelerator, installed, tensorflow_found)
+    return accelerator, plan_install(accelerator, installed, tensorflow_found, paths)

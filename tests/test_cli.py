@@ -205,6 +205,37 @@ def test_a_bucket_workdir_without_google_cloud_storage_names_the_install():
     assert_refused(result, "gs://no-such-bucket/run", "google-cloud-storage", "[gcs]")
 
 
+def test_tensorflow_errors_about_a_bucket_are_one_line_naming_the_sign_in(capsys):
+    """TensorFlow's GCS client (tf.io.gfile: epath and the TensorBoard writer) raises its own
+    errors; the guard turns those about a gs:// path into the usual one-line error."""
+    tf = pytest.importorskip("tensorflow")
+    from ltpa_jax import cli
+
+    unreachable = tf.errors.FailedPreconditionError(
+        None,
+        None,
+        "{{function_node __wrapped__CreateSummaryFileWriter_device_/job:localhost}} Error "
+        "executing an HTTP request: libcurl code 6 meaning 'Could not resolve hostname'\n\t"
+        "when reading gs://bucket/run/",
+    )
+
+    def main(argv):
+        raise unreachable
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli._guarded(main)(["ltpa-train"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: Error executing an HTTP request")
+    assert "when reading gs://bucket/run/. Check the bucket" in err
+    assert "auth.authenticate_user()" in err
+    assert "function_node" not in err
+    # TensorFlow errors about anything else stay bugs, with their traceback.
+    assert cli.bucket_error(tf.errors.InvalidArgumentError(None, None, "bad shape")) is None
+    with pytest.raises(RuntimeError):
+        cli._guarded(lambda argv: (_ for _ in ()).throw(RuntimeError("a bug")))([])
+
+
 def test_a_run_trained_on_8_devices_is_read_and_fine_tuned_on_1(trained, tmp_path):
     """Train on a TPU, look at the maps on a laptop: the `trained` run used 8 devices."""
     one_device = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}

@@ -404,3 +404,14 @@ def test_check_install_reads_a_colab_freeze_and_its_requirements(tmp_path):
     environment = {"python_version": "3.13", "sys_platform": "linux"}
     needed = check_install.requirements_of(metadata, environment)
     assert [str(r) for r in needed] == ["numpy<2.3,>=1.24"]
+
+
+def test_a_bucket_workdir_adds_google_cloud_storage_where_it_is_missing():
+    tpu = Accelerator("tpu", "")
+    assert colab_setup.uses_buckets(["/content/drive/x", "gs://bucket/run"])
+    assert not colab_setup.uses_buckets(["/content/drive/x", ""])
+    plan = plan_install(tpu, {"numpy": "2.1.3"}, paths=["gs://bucket/run", ""])
+    assert plan.extras == ("gcs", "cpu", "tpu")
+    plan = plan_install(tpu, {"google_cloud_storage": "3.13.1"}, paths=["gs://bucket/run"])
+    assert plan.extras == ("cpu", "tpu")  # Colab has it.
+    assert plan_install(tpu, {}, paths=["/content/drive/x"]).extras == ("cpu", "tpu")
