@@ -193,7 +193,8 @@ def main() -> int:
         venv_python = str(venv / "bin" / "python")
         pip(venv_python, "install", "--quiet", "--upgrade", "pip")
         listing = workdir / "subset.txt"
-        listing.write_text("".join(f"{n}=={v}\n" for n, v in sorted(subset.items())))
+        # PyPI's build of a version with a local label ("torch==2.11.0+cu128").
+        listing.write_text("".join(f"{n}=={v.split('+')[0]}\n" for n, v in sorted(subset.items())))
         pip(venv_python, "install", "--quiet", "--no-deps", "-r", str(listing))
     venv_python = str(venv / "bin" / "python")
     print(f"   {len(subset)} runtime packages installed at the runtime's versions", flush=True)

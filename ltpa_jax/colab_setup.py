@@ -362,11 +362,11 @@ def install(
     """Installs the checkout with the plan's extras, keeping the runtime's own requirements.
 
     A dry run finds what the install replaces; the requirements of every other installed
-    distribution, and "no downgrade" of any, go to pip as constraints. Where the project's own
-    requirements exclude every version they allow (Colab's grpcio-status wants protobuf<6,
-    TFDS's metadata needs >= 6.31.1), pip's account of the conflict names the package; its
-    tightest constraints are dropped (`relax`) and pip runs again, and pip's closing message
-    lists what then no longer fits.
+    distribution, and "no downgrade" of any, go to pip as constraints. Where they leave no
+    version that the project's own requirements accept (Colab's grpcio-status wants
+    protobuf<6, TFDS's metadata needs >= 6.31.1), pip's account of the conflict names the
+    package; its tightest constraints are dropped (`relax`) and pip runs again, and pip's
+    closing message lists what then no longer fits.
 
     Args:
       python, repo, plan: as for `pip_install_command`.
@@ -395,6 +395,8 @@ def install(
             if result.returncode == 0 or not blamed:
                 break
             kept, newly_dropped = relax(kept, blamed)
+            if not newly_dropped:
+                break  # Nothing left to relax: the plain install below.
             dropped += newly_dropped
     # pip's last word (stdout) and its warnings and errors (stderr): on success, the packages
     # of the runtime that no longer fit; on failure, the account of the conflict.

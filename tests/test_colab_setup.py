@@ -365,6 +365,15 @@ def test_constraints_that_conflict_with_the_project_are_dropped_and_named():
     assert len(notes) == 1 and "left out: numpy<2.3,>=1.24." in notes[0]
 
 
+def test_a_conflict_with_nothing_left_to_relax_installs_without_constraints():
+    blamed_elsewhere = PIP_CONFLICT.replace("(constraint) numpy", "(constraint) not-in-the-runtime")
+    run, calls = _fake_pip([(1, blamed_elsewhere), (0, "")])
+    notes = colab_setup.install("/py", "/r", InstallPlan(()), RUNTIME, run)
+    assert len(calls) == 4  # Dry run, one constrained run (and its constraints), the plain one.
+    assert calls[-1] == ["/py", "-m", "pip", "install", "-q", "-e", "/r"]
+    assert len(notes) == 1 and "without them" in notes[0]
+
+
 def test_install_without_constraints_when_pip_fails_for_another_reason():
     run, calls = _fake_pip([(1, "ERROR: No matching distribution found for jax"), (0, "")])
     notes = colab_setup.install("/py", "/r", InstallPlan(()), RUNTIME, run)
