@@ -9,8 +9,9 @@ the notebooks run, without a Colab machine (PyPI access needed, no GPU or TPU):
    without a wheel for this Python are listed as skipped);
 2. makes a fresh venv holding, at the runtime's versions, every runtime package that the
    project's own resolution names, plus TensorFlow's, installed without their dependencies;
-3. runs `ltpa_jax/colab_setup.py`'s plan for that runtime (its extras) and the notebooks' pip
-   command in that venv as a dry run, and lists what it would install, upgrade or downgrade;
+3. runs the notebooks' install there (`colab_setup.plan_install` for the extras, then
+   `colab_setup.install`, which passes the runtime's requirements to pip as constraints) with
+   every pip run made a dry run, and lists what it would install, upgrade or downgrade;
 4. checks every requirement of every runtime package against the versions after the install,
    as `pip check` would on the runtime, and lists what breaks; and checks for a second
    TensorFlow or a second JAX CUDA plugin.
@@ -20,6 +21,7 @@ Run it with the runtime's Python (Colab: 3.13), from the repository root:
     git clone --depth 1 https://github.com/googlecolab/backend-info /tmp/backend-info
     python3.13 colab/check_install.py /tmp/backend-info/pip-freeze.gpu.txt --accelerator gpu
     python3.13 colab/check_install.py /tmp/backend-info/pip-freeze.tpu.txt --accelerator tpu
+    python3.13 colab/check_install.py /tmp/backend-info/pip-freeze.txt --accelerator cpu
 
 It needs `packaging` in the Python that runs it. Exit status 1 if the install would break a
 runtime package, downgrade one or add a second TensorFlow or CUDA plugin.
@@ -175,7 +177,7 @@ def main() -> int:
     cuda = tuple(int(x) for x in args.cuda.split(".")[:2]) if args.accelerator == "gpu" else None
     accelerator = setup.Accelerator(args.accelerator, "check_install.py", cuda)
     plan = setup.plan_install(accelerator, pins)
-    target = f"{ROOT}[{','.join(plan.extras)}]" if plan.extras else str(ROOT)
+    target = setup.pip_install_command(python, str(ROOT), plan)[-1]  # The checkout[extras].
     ours = report(python, ["--ignore-installed", target], workdir, "fresh")
     touched = {canonicalize_name(i["metadata"]["name"]) for i in ours}
     for name in list(touched) + ["tensorflow"]:  # The runtime's TensorFlow and what it needs.
@@ -183,20 +185,19 @@ def main() -> int:
             needed = requirements_of(metadata[name], environment)
             touched |= {canonicalize_name(r.name) for r in needed}
     subset = {n: pins[n] for n in touched if n in pins and n in metadata}
-    for name in ("tensorflow", *setup.TENSORFLOW_DISTRIBUTIONS, *setup.CUDA_PLUGINS.values()):
+    for name in (*setup.TENSORFLOW_DISTRIBUTIONS, *setup.CUDA_PLUGINS.values()):
         name = canonicalize_name(name)
         if name in pins and name in metadata:
             subset[name] = pins[name]
     venv = workdir / "venv"
+    venv_python = str(venv / "bin" / "python")
     if not venv.exists():
         subprocess.run([python, "-m", "venv", str(venv)], check=True)
-        venv_python = str(venv / "bin" / "python")
         pip(venv_python, "install", "--quiet", "--upgrade", "pip")
         listing = workdir / "subset.txt"
         # PyPI's build of a version with a local label ("torch==2.11.0+cu128").
         listing.write_text("".join(f"{n}=={v.split('+')[0]}\n" for n, v in sorted(subset.items())))
         pip(venv_python, "install", "--quiet", "--no-deps", "-r", str(listing))
-    venv_python = str(venv / "bin" / "python")
     print(f"   {len(subset)} runtime packages installed at the runtime's versions", flush=True)
 
     print(
