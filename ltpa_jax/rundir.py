@@ -111,6 +111,11 @@ class RunDir:
         """The attention picture drawn at the evaluation of `step`."""
         return self.path / PICTURES / f"attention_step{step:07d}.png"
 
+    def pictures(self) -> list[epath.Path]:
+        """The attention pictures written so far, oldest step first (local folder or URL)."""
+        folder = self.path / PICTURES
+        return sorted(folder.glob("attention_step*.png")) if folder.exists() else []
+
     def attention_dir(self, source: str, step: int) -> epath.Path:
         """Where ltpa-attend writes the maps of `source` (a split or a folder name)."""
         return self.path / ATTENTION / f"{source}_step{step}"

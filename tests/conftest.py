@@ -8,6 +8,8 @@
 import os
 from pathlib import Path
 
+import pytest
+
 # Every test runs with 8 forced CPU devices, and XLA's backend optimisations off: the test
 # models are tiny, so compiling dominates, and unoptimised compiles take half the time.
 os.environ["XLA_FLAGS"] = " ".join(
@@ -117,3 +119,43 @@ def assert_same_runs(reference: str, interrupted: str) -> list[dict]:
     for a, b in zip(jax.tree.leaves(saved[0]), jax.tree.leaves(saved[1]), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     return saved
+
+
+@pytest.fixture(scope="session")
+def _bucket_server():
+    from fake_gcs import BucketServer
+
+    server = BucketServer()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture
+def gcs(monkeypatch, _bucket_server):
+    """An empty `gs://bucket`, in memory, for every client a run uses (tests/fake_gcs.py).
+
+    Yields the epath of gs://bucket."""
+    import importlib
+
+    from etils import epath
+    from fake_gcs import InMemoryGCS
+    from orbax.checkpoint._src.path import gcs_utils
+
+    monkeypatch.setenv("EPATH_USE_TF", "false")  # epath would take tf.io.gfile for gs://.
+    monkeypatch.setenv("TENSORSTORE_GCS_HTTP_URL", _bucket_server.url)
+    monkeypatch.setenv("GOOGLE_AUTH_TOKEN_FOR_TESTING", "token")  # TensorStore's sign-in.
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", _bucket_server.url)  # google-cloud-storage.
+    registry = importlib.import_module("fsspec.registry")  # `fsspec.registry` is a mapping.
+    monkeypatch.setitem(registry._registry, "gcs", InMemoryGCS)
+    caches = [
+        type(epath.backend.fsspec_backend)._get_filesystem,
+        epath.gpath._is_tf_installed,
+        gcs_utils.get_bucket,
+    ]
+    for cache in caches:
+        cache.cache_clear()
+    InMemoryGCS.clear()
+    yield epath.Path("gs://bucket")
+    for cache in caches:
+        cache.cache_clear()
+    InMemoryGCS.clear()

@@ -3,16 +3,14 @@
 Tiny pytrees only (no model is compiled): what is tested is the file handling around Orbax.
 """
 
-import importlib
 import os
 
-import fsspec
-import fsspec.implementations.memory
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from etils import epath
+from fake_gcs import InMemoryGCS
 
 from ltpa_jax import checkpointing, paths
 
@@ -308,34 +306,10 @@ def test_load_variables_refuses_an_uncommitted_step_folder(tmp_path):
 # -- a URL workdir (gs://) ----------------------------------------------------------------------
 
 
-class _InMemoryGCS(fsspec.implementations.memory.MemoryFileSystem):
-    """fsspec's in-memory filesystem answering for gs:// (a bucket that is not the local disk)."""
-
-    protocol = ("gs", "gcs")
-    store: dict = {}
-    pseudo_dirs: list = [""]
-
-    @classmethod
-    def _strip_protocol(cls, path):
-        path = fsspec.utils.stringify_path(path).removeprefix("gs://").removeprefix("gcs://")
-        return "/" + path.strip("/") if path else ""
-
-
 @pytest.fixture
-def bucket(monkeypatch):
-    """gs://bucket/... through etils.epath's fsspec backend, held in memory."""
-    monkeypatch.setenv("EPATH_USE_TF", "false")  # epath would take tf.io.gfile for gs://.
-    registry = importlib.import_module("fsspec.registry")  # `fsspec.registry` is a mapping.
-    monkeypatch.setitem(registry._registry, "gcs", _InMemoryGCS)
-    caches = [type(epath.backend.fsspec_backend)._get_filesystem, epath.gpath._is_tf_installed]
-    for cache in caches:
-        cache.cache_clear()
-    _InMemoryGCS.store.clear()
-    _InMemoryGCS.pseudo_dirs[:] = [""]
-    yield epath.Path("gs://bucket/run/checkpoints")
-    for cache in caches:
-        cache.cache_clear()
-    _InMemoryGCS.store.clear()
+def bucket(gcs):
+    """gs://bucket/run/checkpoints, in memory (conftest.gcs)."""
+    return gcs / "run" / "checkpoints"
 
 
 def _copy_tree(source, destination):
@@ -365,7 +339,7 @@ def test_start_up_cleaning_and_listing_on_a_gs_url(tmp_path, bucket):
     assert sorted(p.name for p in bucket.iterdir()) == ["2", "4", "damaged"]
     assert (bucket / "damaged" / "6" / "state" / "manifest.ocdbt").exists()  # Kept.
     assert checkpointing.list_steps(directory) == [2, 4]
-    assert all(key.startswith("/bucket/run/checkpoints/") for key in _InMemoryGCS.store)
+    assert all(key.startswith("/bucket/run/checkpoints/") for key in InMemoryGCS.store)
     assert not (epath.Path(os.getcwd()) / "gs:").exists()  # Nothing went to the local disk.
 
 

@@ -129,7 +129,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Logging, evaluation, checkpoints.
     c.log_every_steps = 100  # Train metrics to TensorBoard/console every n steps.
     c.eval_every_steps = 2_000  # Evaluate on the test split every n steps (and at the end).
-    c.checkpoint_every_steps = 2_000  # Save a checkpoint every n steps (and at the end).
+    c.checkpoint_every_steps = 2_000  # Save every n steps, at the end, after a fresh step 1.
     c.keep_checkpoints = 3  # Keep the last n checkpoints.
     c.keep_best_checkpoints = 1  # Also keep the n with the best eval accuracy (0: none).
     # Write checkpoints in the background while training goes on (False: each save blocks).
