@@ -5,8 +5,10 @@
 * `configs` resolves through pytest's `pythonpath` setting (pyproject.toml).
 """
 
+import itertools
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -121,41 +123,55 @@ def assert_same_runs(reference: str, interrupted: str) -> list[dict]:
     return saved
 
 
-@pytest.fixture(scope="session")
-def _bucket_server():
-    from fake_gcs import BucketServer
+class Bucket(NamedTuple):
+    """A bucket of the in-memory Cloud Storage (tests/fake_gcs.py)."""
 
-    server = BucketServer()
-    yield server
+    name: str
+    server: "fake_gcs.BucketServer"  # noqa: F821 (imported by the fixture)
+
+    @property
+    def path(self):
+        """gs://<name>, as an epath."""
+        from etils import epath
+
+        return epath.Path(f"gs://{self.name}")
+
+    def names(self, prefix: str = "") -> list[str]:
+        """Its object names under `prefix`, sorted."""
+        return [name for name in self.server.names(self.name) if name.startswith(prefix)]
+
+
+@pytest.fixture(scope="session")
+def _cloud_storage(tmp_path_factory):
+    import fake_gcs
+
+    server = fake_gcs.BucketServer()
+    proxy = fake_gcs.StorageProxy(server, tmp_path_factory.mktemp("fake_gcs"))
+    yield server, proxy
+    proxy.shutdown()
     server.shutdown()
 
 
+_bucket_numbers = itertools.count()
+
+
 @pytest.fixture
-def gcs(monkeypatch, _bucket_server):
-    """An empty `gs://bucket`, in memory, for every client a run uses (tests/fake_gcs.py).
-
-    Yields the epath of gs://bucket."""
-    import importlib
-
-    from etils import epath
-    from fake_gcs import InMemoryGCS
-    from orbax.checkpoint._src.path import gcs_utils
-
-    monkeypatch.setenv("EPATH_USE_TF", "false")  # epath would take tf.io.gfile for gs://.
-    monkeypatch.setenv("TENSORSTORE_GCS_HTTP_URL", _bucket_server.url)
-    monkeypatch.setenv("GOOGLE_AUTH_TOKEN_FOR_TESTING", "token")  # TensorStore's sign-in.
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", _bucket_server.url)  # google-cloud-storage.
-    registry = importlib.import_module("fsspec.registry")  # `fsspec.registry` is a mapping.
-    monkeypatch.setitem(registry._registry, "gcs", InMemoryGCS)
-    caches = [
-        type(epath.backend.fsspec_backend)._get_filesystem,
-        epath.gpath._is_tf_installed,
-        gcs_utils.get_bucket,
-    ]
-    for cache in caches:
-        cache.cache_clear()
-    InMemoryGCS.clear()
-    yield epath.Path("gs://bucket")
-    for cache in caches:
-        cache.cache_clear()
-    InMemoryGCS.clear()
+def gcs(monkeypatch, _cloud_storage) -> Bucket:
+    """A new, empty gs:// bucket in memory that every client of a run reaches, as on Colab:
+    TensorFlow's GCS client (epath, the TensorBoard writer), TensorStore's and
+    google-cloud-storage (Orbax). See tests/fake_gcs.py. A new name for each test: the
+    clients cache what they saw."""
+    server, proxy = _cloud_storage
+    environment = {
+        "TENSORSTORE_GCS_HTTP_URL": server.url,
+        "STORAGE_EMULATOR_HOST": server.url,
+        "HTTPS_PROXY": proxy.url,
+        "https_proxy": proxy.url,
+        "CURL_CA_BUNDLE": str(proxy.ca),
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+        "GOOGLE_AUTH_TOKEN_FOR_TESTING": "token",  # TensorFlow's and TensorStore's sign-in.
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    return Bucket(f"bucket-{next(_bucket_numbers)}", server)

@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from etils import epath
-from fake_gcs import InMemoryGCS
 
 from ltpa_jax import checkpointing, paths
 
@@ -306,12 +305,6 @@ def test_load_variables_refuses_an_uncommitted_step_folder(tmp_path):
 # -- a URL workdir (gs://) ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def bucket(gcs):
-    """gs://bucket/run/checkpoints, in memory (conftest.gcs)."""
-    return gcs / "run" / "checkpoints"
-
-
 def _copy_tree(source, destination):
     for path in source.rglob("*"):
         if path.is_file():
@@ -320,14 +313,14 @@ def _copy_tree(source, destination):
             target.write_bytes(path.read_bytes())
 
 
-def test_start_up_cleaning_and_listing_on_a_gs_url(tmp_path, bucket):
+def test_start_up_cleaning_and_listing_on_a_gs_url(tmp_path, gcs):
+    bucket = gcs.path / "run" / "checkpoints"
     _save_steps(tmp_path, [2, 4, 6])
     _uncommit(tmp_path / "6")
     _copy_tree(tmp_path, bucket)
     (bucket / "8.orbax-checkpoint-tmp" / "state").mkdir(parents=True)
     (bucket / "8.orbax-checkpoint-tmp" / "state" / "manifest.ocdbt").write_bytes(b"partial")
-    assert not (epath.Path(os.getcwd()) / "gs:").exists()
-    directory = "gs://bucket/run/checkpoints"
+    directory = f"gs://{gcs.name}/run/checkpoints"
     assert os.fspath(paths.as_path(directory)) == directory  # Not made "<cwd>/gs:/...".
     assert checkpointing.list_steps(directory) == [2, 4]
 
@@ -339,13 +332,25 @@ def test_start_up_cleaning_and_listing_on_a_gs_url(tmp_path, bucket):
     assert sorted(p.name for p in bucket.iterdir()) == ["2", "4", "damaged"]
     assert (bucket / "damaged" / "6" / "state" / "manifest.ocdbt").exists()  # Kept.
     assert checkpointing.list_steps(directory) == [2, 4]
-    assert all(key.startswith("/bucket/run/checkpoints/") for key in InMemoryGCS.store)
     assert not (epath.Path(os.getcwd()) / "gs:").exists()  # Nothing went to the local disk.
 
 
-def test_reading_an_empty_gs_url_says_what_is_missing(bucket):
-    bucket.mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match="gs://bucket/run/checkpoints holds no Orbax"):
-        checkpointing.load_variables("gs://bucket/run/checkpoints")
-    assert checkpointing.clean_partial_checkpoints("gs://bucket/run/checkpoints") == []
-    assert checkpointing.list_steps("gs://bucket/run/elsewhere") == []
+def test_reading_an_empty_gs_url_says_what_is_missing(gcs):
+    directory = f"gs://{gcs.name}/run/checkpoints"
+    (gcs.path / "run" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=f"{directory} holds no Orbax"):
+        checkpointing.load_variables(directory)
+    assert checkpointing.clean_partial_checkpoints(directory) == []
+    assert checkpointing.list_steps(f"gs://{gcs.name}/run/elsewhere") == []
+
+
+def test_orbax_saves_rotates_and_restores_in_a_bucket(gcs):
+    """Orbax's own GCS path: TensorStore's gcs driver for the arrays, commit files instead of
+    renames, google-cloud-storage for the bucket; background saves in quick succession."""
+    directory = f"gs://{gcs.name}/run/checkpoints"
+    _save_steps(directory, [1, 2, 3], keep=2)
+    assert checkpointing.list_steps(directory) == [2, 3]
+    assert "run/checkpoints/3/commit_success.txt" in gcs.names()
+    assert not gcs.names("run/checkpoints/1/")  # Rotated out.
+    _assert_state(checkpointing.load_variables(directory), 3)
+    _assert_state(checkpointing.load_variables(f"{directory}/2"), 2)
