@@ -531,98 +531,109 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         keep_best=config.keep_best_checkpoints,
         async_saves=config.async_checkpoints,
     )
-    state, start_step = _initial_state(config, model, schedule, manager, replicated, pretrained)
-    param_count = sum(x.size for x in jax.tree.leaves(state.params))
-    _say(
-        f"{config.dataset}: {param_count:,} parameters, {total_steps} steps "
-        f"({schedule_steps_per_epoch(config, steps_per_epoch)} per epoch) on "
-        f"{jax.device_count()} {jax.devices()[0].platform} device(s); workdir {run_dir}"
-    )
-    train_step_fn, eval_step_fn = jit_steps(mesh, schedule, config.seed)
-    on_device, eval_on_device = device_input(config, pipeline, mesh) or (None, None)
-    report_progress = periodic_actions.ReportProgress(
-        num_train_steps=total_steps, writer=writer, every_steps=config.log_every_steps
-    )
+    # An error or an interrupt (Ctrl-C, a notebook's stop button) first lets the save in flight
+    # finish: a rerun then finds it committed, and no half-written step folder of this run is
+    # cleaned away by the next while this one is still writing it.
+    with checkpointing.finished_on_error(manager):
+        state, start_step = _initial_state(config, model, schedule, manager, replicated, pretrained)
+        param_count = sum(x.size for x in jax.tree.leaves(state.params))
+        _say(
+            f"{config.dataset}: {param_count:,} parameters, {total_steps} steps "
+            f"({schedule_steps_per_epoch(config, steps_per_epoch)} per epoch) on "
+            f"{jax.device_count()} {jax.devices()[0].platform} device(s); workdir {run_dir}"
+        )
+        train_step_fn, eval_step_fn = jit_steps(mesh, schedule, config.seed)
+        on_device, eval_on_device = device_input(config, pipeline, mesh) or (None, None)
+        report_progress = periodic_actions.ReportProgress(
+            num_train_steps=total_steps, writer=writer, every_steps=config.log_every_steps
+        )
 
-    def evaluate_and_draw(step: int) -> dict[str, float]:
-        _say(f"[{step}/{total_steps}] evaluating on {pipeline.split_size('test')} test images...")
-        t = time.time()
-        metrics = evaluate(pipeline, state, eval_step_fn, data_sharding, eval_on_device)
-        for name, value in metrics.items():
-            if not np.isfinite(value):
-                raise _diverged(step, f"evaluation {name}", value, manager, config)
-        writer.write_scalars(step, {f"eval_{k}": v for k, v in metrics.items()})
-        shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-        _say(f"[{step}/{total_steps}] eval: {shown}  ({time.time() - t:.1f} s)")
-        if jax.process_index() == 0:
-            picture = draw_attention(config, pipeline, model, state, run_dir.picture_file(step))
-            if picture is not None:
-                writer.write_images(step, {"attention_maps": picture[None]})
-                _say(f"[{step}/{total_steps}] attention maps: {run_dir.picture_file(step)}")
-        return metrics
+        def evaluate_and_draw(step: int) -> dict[str, float]:
+            _say(
+                f"[{step}/{total_steps}] evaluating on {pipeline.split_size('test')} test images..."
+            )
+            t = time.time()
+            metrics = evaluate(pipeline, state, eval_step_fn, data_sharding, eval_on_device)
+            for name, value in metrics.items():
+                if not np.isfinite(value):
+                    raise _diverged(step, f"evaluation {name}", value, manager, config)
+            writer.write_scalars(step, {f"eval_{k}": v for k, v in metrics.items()})
+            shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            _say(f"[{step}/{total_steps}] eval: {shown}  ({time.time() - t:.1f} s)")
+            if jax.process_index() == 0:
+                picture = draw_attention(config, pipeline, model, state, run_dir.picture_file(step))
+                if picture is not None:
+                    writer.write_images(step, {"attention_maps": picture[None]})
+                    _say(f"[{step}/{total_steps}] attention maps: {run_dir.picture_file(step)}")
+            return metrics
 
-    eval_metrics: dict[str, float] = {}
-    if start_step >= total_steps:  # A finished run, started again: report, do not retrain.
-        _say(f"Already trained for {start_step} of {total_steps} steps; evaluating only.")
-        eval_metrics = evaluate_and_draw(start_step)
-    _say(f"Reading the training split ({pipeline.num_train_examples} examples)...")
-    k = config.steps_per_dispatch
-    if on_device is not None:
-        _say(f"Training batches made on the devices, {k} step(s) per dispatch.")
-        step_fn = functools.partial(train_step, schedule=schedule, seed=config.seed)
-        run_steps = {n: on_device.jit_steps(step_fn, n) for n in {1, k}}
-    else:
-        batches = pipeline.train_batches(start_step=start_step)
-    train_metrics, t0, step = None, time.time(), start_step
-    with _PreemptionFlag() as preempted:
-        while step < total_steps:
-            if step == start_step:
-                _say("Compiling the train step...")
-                t = time.time()
-            if on_device is not None:
-                # k steps at multiples of k while k remain; single steps to align and to end.
-                n = k if step % k == 0 and step + k <= total_steps else 1
-                state, m = run_steps[n](state, step)
-                m = m.reduce()
-            else:
-                batch = data.shard_batch(next(batches), data_sharding)
-                batch = {"image": batch["image"], "label": batch["label"]}
+        eval_metrics: dict[str, float] = {}
+        if start_step >= total_steps:  # A finished run, started again: report, do not retrain.
+            _say(f"Already trained for {start_step} of {total_steps} steps; evaluating only.")
+            eval_metrics = evaluate_and_draw(start_step)
+        _say(f"Reading the training split ({pipeline.num_train_examples} examples)...")
+        k = config.steps_per_dispatch
+        if on_device is not None:
+            _say(f"Training batches made on the devices, {k} step(s) per dispatch.")
+            step_fn = functools.partial(train_step, schedule=schedule, seed=config.seed)
+            run_steps = {n: on_device.jit_steps(step_fn, n) for n in {1, k}}
+        else:
+            batches = pipeline.train_batches(start_step=start_step)
+        train_metrics, t0, step = None, time.time(), start_step
+        with _PreemptionFlag() as preempted:
+            while step < total_steps:
                 if step == start_step:
-                    train_step_fn = train_step_fn.lower(state, batch).compile()
-                n = 1
-                state, m = train_step_fn(state, batch)
-            if step == start_step:
-                jax.block_until_ready(m)
-                _say(f"Compiled in {time.time() - t:.1f} s.")
-                t0 = time.time()
-            for done in range(step + 1, step + n + 1):
-                report_progress(done)
-            step += n
-            train_metrics = m if train_metrics is None else train_metrics.merge(m)
-            if step % config.log_every_steps == 0 or step == total_steps:
-                scalars = {f"train_{k}": float(v) for k, v in train_metrics.compute().items()}
-                if not np.isfinite(scalars["train_loss"]):
-                    raise _diverged(step, "training loss", scalars["train_loss"], manager, config)
-                writer.write_scalars(step, scalars)
-                _say(_progress_line(step, total_steps, start_step, t0, scalars))
-                train_metrics = None
-            evaluated = step % config.eval_every_steps == 0 or step == total_steps
-            if evaluated:
-                eval_metrics = evaluate_and_draw(step)
-            final = step == total_steps or preempted.raised
-            if final or manager.should_save(step):
-                if not checkpointing.is_finite(state):
-                    raise _diverged(step, "train state", "not finite", manager, config)
-                metrics = eval_metrics if evaluated else None  # Ranks checkpoints (keep_best).
-                checkpointing.save(manager, step, state, force=final, metrics=metrics)
-            if preempted.raised:
-                manager.wait_until_finished()
-                _say(f"SIGTERM: saved the checkpoint at step {step}; rerun the command to resume.")
-                writer.flush()
-                sys.exit(143)
-    manager.wait_until_finished()
-    manager.close()
-    writer.flush()
-    if jax.process_index() == 0 and eval_metrics:
-        run_dir.write_final_metrics(step, eval_metrics)
-    return eval_metrics
+                    _say("Compiling the train step...")
+                    t = time.time()
+                if on_device is not None:
+                    # k steps at multiples of k while k remain; single steps to align and to end.
+                    n = k if step % k == 0 and step + k <= total_steps else 1
+                    state, m = run_steps[n](state, step)
+                    m = m.reduce()
+                else:
+                    batch = data.shard_batch(next(batches), data_sharding)
+                    batch = {"image": batch["image"], "label": batch["label"]}
+                    if step == start_step:
+                        train_step_fn = train_step_fn.lower(state, batch).compile()
+                    n = 1
+                    state, m = train_step_fn(state, batch)
+                if step == start_step:
+                    jax.block_until_ready(m)
+                    _say(f"Compiled in {time.time() - t:.1f} s.")
+                    t0 = time.time()
+                for done in range(step + 1, step + n + 1):
+                    report_progress(done)
+                step += n
+                train_metrics = m if train_metrics is None else train_metrics.merge(m)
+                if step % config.log_every_steps == 0 or step == total_steps:
+                    scalars = {f"train_{k}": float(v) for k, v in train_metrics.compute().items()}
+                    if not np.isfinite(scalars["train_loss"]):
+                        raise _diverged(
+                            step, "training loss", scalars["train_loss"], manager, config
+                        )
+                    writer.write_scalars(step, scalars)
+                    _say(_progress_line(step, total_steps, start_step, t0, scalars))
+                    train_metrics = None
+                evaluated = step % config.eval_every_steps == 0 or step == total_steps
+                if evaluated:
+                    eval_metrics = evaluate_and_draw(step)
+                final = step == total_steps or preempted.raised
+                if final or manager.should_save(step):
+                    if not checkpointing.is_finite(state):
+                        raise _diverged(step, "train state", "not finite", manager, config)
+                    metrics = eval_metrics if evaluated else None  # Ranks checkpoints (keep_best).
+                    checkpointing.save(manager, step, state, force=final, metrics=metrics)
+                if preempted.raised:
+                    manager.wait_until_finished()
+                    _say(
+                        f"SIGTERM: saved the checkpoint at step {step}; rerun the command to "
+                        "resume."
+                    )
+                    writer.flush()
+                    sys.exit(143)
+        manager.wait_until_finished()
+        manager.close()
+        writer.flush()
+        if jax.process_index() == 0 and eval_metrics:
+            run_dir.write_final_metrics(step, eval_metrics)
+        return eval_metrics

@@ -337,6 +337,30 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
     assert saved in _finished_steps(workdir)
 
 
+def test_an_interrupt_lets_the_save_in_flight_finish_first(tmp_path, monkeypatch):
+    """Ctrl-C (or a notebook's stop button) right after a background save started: the
+    exception propagates only once that checkpoint is committed, so a rerun finds it."""
+    save, orbax_save = checkpointing.save, checkpointing.ocp.CheckpointManager.save
+
+    def slow_orbax_save(manager, *args, **kwargs):
+        time.sleep(1)  # The worker is still writing when the interrupt comes.
+        return orbax_save(manager, *args, **kwargs)
+
+    def save_then_interrupt(manager, step, *args, **kwargs):
+        started = save(manager, step, *args, **kwargs)
+        if step == 2:
+            raise KeyboardInterrupt
+        return started
+
+    monkeypatch.setattr(checkpointing.ocp.CheckpointManager, "save", slow_orbax_save)
+    monkeypatch.setattr(checkpointing, "save", save_then_interrupt)
+    config = smoke_config(dataset="cluttered_digits", num_train_steps=4, num_picture_images=0)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert checkpointing.list_steps(tmp_path / "checkpoints") == [1, 2]
+    assert not list((tmp_path / "checkpoints").glob("*tmp*"))
+
+
 def test_hugepages_environment_is_added_only_where_it_helps():
     from ltpa_jax import cli
 
