@@ -161,17 +161,10 @@ def gcs(monkeypatch, _cloud_storage) -> Bucket:
     TensorFlow's GCS client (epath, the TensorBoard writer), TensorStore's and
     google-cloud-storage (Orbax). See tests/fake_gcs.py. A new name for each test: the
     clients cache what they saw."""
+    import fake_gcs
+
     server, proxy = _cloud_storage
-    environment = {
-        "TENSORSTORE_GCS_HTTP_URL": server.url,
-        "STORAGE_EMULATOR_HOST": server.url,
-        "HTTPS_PROXY": proxy.url,
-        "https_proxy": proxy.url,
-        "CURL_CA_BUNDLE": str(proxy.ca),
-        "NO_PROXY": "127.0.0.1,localhost",
-        "no_proxy": "127.0.0.1,localhost",
-        "GOOGLE_AUTH_TOKEN_FOR_TESTING": "token",  # TensorFlow's and TensorStore's sign-in.
-    }
+    environment = fake_gcs.environment(server, proxy)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     return Bucket(f"bucket-{next(_bucket_numbers)}", server)

@@ -359,3 +359,32 @@ class StorageProxy(socketserver.ThreadingTCPServer):
         self.context.load_cert_chain(cert, key)
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def environment(server: BucketServer, proxy: StorageProxy) -> dict[str, str]:
+    """The variables that send every client of a run to `server` (directly or via `proxy`)."""
+    return {
+        "TENSORSTORE_GCS_HTTP_URL": server.url,
+        "STORAGE_EMULATOR_HOST": server.url,
+        "HTTPS_PROXY": proxy.url,
+        "https_proxy": proxy.url,
+        "CURL_CA_BUNDLE": str(proxy.ca),
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+        "GOOGLE_AUTH_TOKEN_FOR_TESTING": "token",  # TensorFlow's and TensorStore's sign-in.
+    }
+
+
+if __name__ == "__main__":
+    # Serves every gs:// bucket from memory until Ctrl-C, for trying bucket workdirs offline:
+    #   python tests/fake_gcs.py > /tmp/bucket.env &   then   source /tmp/bucket.env
+    #   ltpa-train --config=configs/demo.py --workdir=gs://any-bucket/demo
+    import tempfile
+    import time
+
+    bucket_server = BucketServer()
+    storage_proxy = StorageProxy(bucket_server, Path(tempfile.mkdtemp(prefix="fake_gcs_")))
+    variables = environment(bucket_server, storage_proxy)
+    print("export " + " ".join(f"{k}={v}" for k, v in variables.items()), flush=True)
+    while True:
+        time.sleep(3600)
