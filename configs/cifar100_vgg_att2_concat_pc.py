@@ -1,4 +1,4 @@
-"""CIFAR-100, (VGG-att2)-concat-pc: the official run (23.17% top-1 error).
+r"""CIFAR-100, (VGG-att2)-concat-pc: the official run (23.17% top-1 error).
 
 Replicates: the official Lua code's `lua_source/main_AttLevel2_1global.lua` with
 `models/models_CIFARS/2_level_atten_1global/` (run_expt_cifar100.sh: "Test cifar-100

@@ -1,4 +1,4 @@
-"""CIFAR-100, (VGG-att3)-concat-dp: dot-product compatibility <l, g>, official code only.
+r"""CIFAR-100, (VGG-att3)-concat-dp: dot-product compatibility <l, g>, official code only.
 
 The dot product exists only in the official Lua code (`*_DPversion`, `*_1globalDP` model
 folders; the reference has no such option), so this config takes the official preset and VGG

@@ -1,4 +1,4 @@
-"""CIFAR-100, (VGG-att3)-concat-pc, taps before pooling: the reference run (22.62% top-1 error).
+r"""CIFAR-100, (VGG-att3)-concat-pc, taps before pooling: the reference run (22.62% top-1 error).
 
 Replicates: the reference (SaoYan/LearnToPayAttention) `python train.py --attn_mode before
 --normalize_attn`, whose README reports 22.62% (the paper: 22.97%; the official runs: 22.98%,

@@ -1,4 +1,4 @@
-"""CIFAR-100, (VGG-att3)-concat-pc, taps after max-pooling: the reference run (22.92% error).
+r"""CIFAR-100, (VGG-att3)-concat-pc, taps after max-pooling: the reference run (22.92% error).
 
 Replicates: the reference (SaoYan/LearnToPayAttention) `python train.py --attn_mode after
 --normalize_attn` (its README: 22.92%): L1-L3 tapped after the max-pool that follows them

@@ -1,4 +1,4 @@
-"""CIFAR-100, (VGG-att3)-concat-pc: the official run (22.98% top-1 error; the paper: 22.97%).
+r"""CIFAR-100, (VGG-att3)-concat-pc: the official run (22.98% top-1 error; the paper: 22.97%).
 
 Replicates: the official Lua code (saumya-jetley/cd_ICLR18_LearnToPayAttention), VGGNet/
 `lua_source/main_AttLevel3_1global.lua` with `models/models_CIFARS/3_level_atten_1global/`

@@ -1,4 +1,4 @@
-"""CIFAR-100, (VGG-att3)-concat-pc with sigmoid maps: the reference's option, no published number.
+r"""CIFAR-100, (VGG-att3)-concat-pc with sigmoid maps: the reference's option, no published number.
 
 The reference's `python train.py --attn_mode before` without `--normalize_attn` (element-wise
 sigmoid, g_a = spatial mean of a_i l_i); neither the reference nor the paper reports its error.

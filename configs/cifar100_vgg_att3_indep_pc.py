@@ -1,4 +1,4 @@
-"""CIFAR-100, (VGG-att3)-indep-pc: one classifier per attended descriptor, official combination.
+r"""CIFAR-100, (VGG-att3)-indep-pc: one classifier per attended descriptor, official combination.
 
 The `indep` head as the official code builds it (`*_pred-ensemble` model folders): one
 classifier per g_a, the per-level predictions summed (spec section 3). Preset:

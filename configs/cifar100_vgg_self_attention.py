@@ -1,4 +1,4 @@
-"""CIFAR-100, VGG with local self-attention in stage 5: OURS, no published number.
+r"""CIFAR-100, VGG with local self-attention in stage 5: OURS, no published number.
 
 Not a replication: neither the paper nor its two code bases trained self-attention. The
 self-attention neighbour of LTPA on the paper's data (Ramachandran et al. 2019: convolutions

@@ -1,4 +1,4 @@
-"""CIFAR-10, (VGG-att2)-indep-pc: the official two-classifier model, no published number.
+r"""CIFAR-10, (VGG-att2)-indep-pc: the official two-classifier model, no published number.
 
 The official code's `models/models_CIFARS/2_level_atten_1global_pred-ensemble/` trained by
 `main_AttLevel2_1global.lua` (run_expt_cifar10.sh, "Train cifar-10

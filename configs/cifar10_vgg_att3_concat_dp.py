@@ -1,4 +1,4 @@
-"""CIFAR-10, (VGG-att3)-concat-dp: dot-product compatibility (official code only), no number.
+r"""CIFAR-10, (VGG-att3)-concat-dp: dot-product compatibility (official code only), no number.
 
 The official code has dot-product variants (`*_DPversion`, `2_level_atten_1globalDP`); no test
 accuracy of a 3-level dp run is recorded and spec section 7 has none. Preset:

@@ -1,4 +1,4 @@
-"""CIFAR-10, (VGG-att3)-concat-pc: the official run (6.45% top-1 error).
+r"""CIFAR-10, (VGG-att3)-concat-pc: the official run (6.45% top-1 error).
 
 Replicates: the official Lua code's `lua_source/main_AttLevel3_1global.lua` with
 `models/models_CIFARS/3_level_atten_1global/` (run_expt_cifar10.sh: "Test cifar-10

@@ -1,4 +1,4 @@
-"""CUB-200-2011, (VGG-att2)-concat-pc: the official CUB run (26.87% top-1 error).
+r"""CUB-200-2011, (VGG-att2)-concat-pc: the official CUB run (26.87% top-1 error).
 
 Replicates: the official Lua code's "Train cubs-200 (2level_1global)" in VGGNet/
 run_expt_cubs200.sh (`main_AttLevel2_1global.lua`, `models/models_CUBS200/2_level_atten_1global/`;

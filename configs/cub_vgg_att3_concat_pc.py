@@ -1,4 +1,4 @@
-"""CUB-200-2011 at 224x224, (VGG-att3)-concat-pc fine-tuned from a CIFAR-100 run: OUR variant.
+r"""CUB-200-2011 at 224x224, (VGG-att3)-concat-pc fine-tuned from a CIFAR-100 run: OUR variant.
 
 Not a replication: no published run trained this. The official CUB run (26.79% error) used
 80x80 images and its own schedule: see cub_vgg_att3_concat_pc_official.py. This config is

@@ -1,4 +1,4 @@
-"""CUB-200-2011 at 224x224, (VGG-att3)-concat-pc, sized for a 16 GB accelerator (Colab T4, TPU v3).
+r"""CUB-200-2011 at 224x224, (VGG-att3)-concat-pc, sized for a 16 GB accelerator (Colab T4, TPU v3).
 
     ltpa-train --config=configs/cub_vgg_att3_concat_pc_16gb.py --workdir=/tmp/ltpa/cub \\
         --config.init_from=/tmp/ltpa/cifar100_vgg_att3_concat_pc

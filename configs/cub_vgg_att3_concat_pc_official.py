@@ -1,4 +1,4 @@
-"""CUB-200-2011, (VGG-att3)-concat-pc: the official CUB run (26.79% top-1 error).
+r"""CUB-200-2011, (VGG-att3)-concat-pc: the official CUB run (26.79% top-1 error).
 
 Replicates: the official Lua code's "Train cubs-200 (3level_1global)" in VGGNet/
 run_expt_cubs200.sh (`main_AttLevel3_1global.lua`, `models/models_CUBS200/

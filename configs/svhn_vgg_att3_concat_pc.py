@@ -1,4 +1,4 @@
-"""SVHN (cropped digits), (VGG-att3)-concat-pc: the official SVHN recipe, no published number here.
+r"""SVHN (cropped digits), (VGG-att3)-concat-pc: the official SVHN recipe, no published number here.
 
 Follows: the official Lua code's "Train svhn-10 (3level_1global)" in VGGNet/run_expt_svhn.sh
 (`main_AttLevel3_1global.lua`, `models/models_SVHN/3_level_atten_1global/`): batch 128, 300

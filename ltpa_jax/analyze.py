@@ -1,6 +1,6 @@
-"""ltpa-analyze: measure the paper's claims on a trained run, with tables, CSVs and pictures.
+r"""ltpa-analyze: measure the paper's claims on a trained run, with tables, CSVs and pictures.
 
-Commands (one per call; every flag below is shared by the three, see --help):
+Commands (one per call; the flags below are shared by the four, see --help):
 
     ltpa-analyze localization --workdir=/tmp/ltpa/demo
     ltpa-analyze robustness --workdir=/tmp/ltpa/demo --compare=/tmp/ltpa/demo_vgg

@@ -1,4 +1,4 @@
-"""ltpa-train: trains an experiment config in a workdir, resuming from its latest checkpoint.
+r"""ltpa-train: trains an experiment config in a workdir, resuming from its latest checkpoint.
 
     ltpa-train --config=configs/demo.py --workdir=/tmp/ltpa/demo
     ltpa-train --config=configs/cifar100_vgg_att3_concat_pc.py --workdir=gs://bucket/run \
