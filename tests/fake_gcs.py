@@ -58,8 +58,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        self.wfile.write(body)
 
     def _json(self, status: int, value: dict) -> None:
         self._reply(status, json.dumps(value).encode(), {"Content-Type": "application/json"})

@@ -320,6 +320,7 @@ def test_start_up_cleaning_and_listing_on_a_gs_url(tmp_path, gcs):
     _copy_tree(tmp_path, bucket)
     (bucket / "8.orbax-checkpoint-tmp" / "state").mkdir(parents=True)
     (bucket / "8.orbax-checkpoint-tmp" / "state" / "manifest.ocdbt").write_bytes(b"partial")
+    assert not (epath.Path(os.getcwd()) / "gs:").exists()
     directory = f"gs://{gcs.name}/run/checkpoints"
     assert os.fspath(paths.as_path(directory)) == directory  # Not made "<cwd>/gs:/...".
     assert checkpointing.list_steps(directory) == [2, 4]
@@ -332,6 +333,8 @@ def test_start_up_cleaning_and_listing_on_a_gs_url(tmp_path, gcs):
     assert sorted(p.name for p in bucket.iterdir()) == ["2", "4", "damaged"]
     assert (bucket / "damaged" / "6" / "state" / "manifest.ocdbt").exists()  # Kept.
     assert checkpointing.list_steps(directory) == [2, 4]
+    # Everything stayed in the checkpoints folder ("run/": TensorFlow's marker of the folder).
+    assert all(name.startswith("run/checkpoints/") or name == "run/" for name in gcs.names())
     assert not (epath.Path(os.getcwd()) / "gs:").exists()  # Nothing went to the local disk.
 
 
